@@ -1,0 +1,38 @@
+"""Where the project keeps its files on this machine.
+
+Everything lives under one data directory so that a user can point a whole installation
+elsewhere (a shared disk, a test's temporary folder) with a single setting.
+"""
+
+import os
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+
+def data_dir() -> Path:
+    """The data directory: `PREANNOTATE_HOME`, else the user's data directory."""
+    configured = os.environ.get("PREANNOTATE_HOME")
+    path = Path(configured) if configured else Path(user_data_dir("preannotate"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hub_dir() -> Path:
+    """The Models Hub folder: `PREANNOTATE_HUB_DIR`, else `<data dir>/hub`."""
+    configured = os.environ.get("PREANNOTATE_HUB_DIR")
+    path = Path(configured) if configured else data_dir() / "hub"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def rules_dir() -> Path:
+    """The shared rule library: `<data dir>/rules`."""
+    path = data_dir() / "rules"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url() -> str:
+    """`PREANNOTATE_DATABASE_URL` (e.g. PostgreSQL), else a SQLite file in the data dir."""
+    return os.environ.get("PREANNOTATE_DATABASE_URL") or f"sqlite:///{data_dir() / 'preannotate.sqlite'}"
