@@ -35,4 +35,7 @@ def rules_dir() -> Path:
 
 def database_url() -> str:
     """`PREANNOTATE_DATABASE_URL` (e.g. PostgreSQL), else a SQLite file in the data dir."""
-    return os.environ.get("PREANNOTATE_DATABASE_URL") or f"sqlite:///{data_dir() / 'preannotate.sqlite'}"
+    return (
+        os.environ.get("PREANNOTATE_DATABASE_URL")
+        or f"sqlite:///{data_dir() / 'preannotate.sqlite'}"
+    )

@@ -1,0 +1,85 @@
+"""A project configuration: labeling config XML + rules + resource needs, as users write it.
+
+A project file is JSON. `labeling_config` holds the XML inline or names an `.xml` file next
+to the project file; `rules` lists names from the shared rule library or inline rule
+definitions, so an example project works offline without registering anything first.
+"""
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from configs.errors import ConfigError, validation_problems
+
+
+class Autoscaling(BaseModel):
+    """Ray Serve autoscaling; `min_replicas=0` scales an idle server to zero (frees tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+
+
+class Resources(BaseModel):
+    """Per-replica needs; unset values are summed from the hub manifests of its models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    memory_mb: int | None = Field(None, ge=0)
+    replicas: int = Field(1, ge=1, le=64)
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _check_autoscaling(self) -> "Resources":
+        scaling = self.autoscaling
+        if scaling and scaling.min_replicas > scaling.max_replicas:
+            raise ValueError("autoscaling.min_replicas is larger than max_replicas")
+        return self
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    labeling_config: str = Field(min_length=1, description="labeling config XML")
+    rules: list[str | dict] = Field(default_factory=list, description="names or inline rules")
+    allow_mixed_embeddings: bool = False
+    prefer: Literal["model", "rule"] = Field(
+        "model", description="which source wins between overlapping spans of equal length"
+    )
+    resources: Resources = Resources()
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    """Read a project file (JSON) or a bare labeling config (`.xml`, project named after it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path} does not exist"])
+    if path.suffix.lower() == ".xml":
+        return ProjectConfig(name=path.stem, labeling_config=path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{path} is not valid JSON: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path} must hold a JSON object"])
+    xml = data.get("labeling_config")
+    if isinstance(xml, str) and xml.strip().endswith(".xml") and not xml.lstrip().startswith("<"):
+        xml_file = (path.parent / xml).resolve()
+        if not xml_file.is_relative_to(path.parent.resolve()) or not xml_file.is_file():
+            raise ConfigError([f"{path}: labeling_config '{xml}' is not a file next to it"])
+        data = {**data, "labeling_config": xml_file.read_text()}
+    return parse_project_config(data, str(path))
+
+
+def parse_project_config(data: object, source: str = "config") -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, source)) from None

@@ -1,0 +1,237 @@
+"""Turn a project configuration into a validated one, or explain every problem at once.
+
+The rules follow what annotation teams already know from Generative AI Lab: at most five
+models, one assertion model, labels must be predictable by the model they name, and models
+built on different embeddings do not mix unless the configuration opts in.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from configs.errors import ConfigError
+from configs.labeling import Label, LabelingConfig, parse_labeling_config
+from configs.project import ProjectConfig
+from configs.rules import Rule, RuleLibrary, parse_rule
+from hub.catalog import Hub, HubError
+from hub.manifest import ModelManifest
+
+MAX_MODELS = 5
+CONTROL_KINDS = {"labels": {"ner"}, "rectanglelabels": {"ner", "visual_ner"}}
+
+
+@dataclass(frozen=True)
+class ValidatedConfig:
+    """A configuration that passed validation, with everything resolved that serving needs."""
+
+    project: ProjectConfig
+    labeling: LabelingConfig
+    models: dict[str, ModelManifest]
+    rules: list[Rule]
+    hash: str
+
+    @property
+    def license_scopes(self) -> set[str]:
+        return {m.license_scope for m in self.models.values()} - {"open"}
+
+    def replica_resources(self) -> dict[str, float]:
+        """What one replica asks Ray for: explicit settings, else the sum over its models."""
+        res = self.project.resources
+        models = self.models.values()
+        cpus = res.num_cpus if res.num_cpus is not None else sum(m.resources.cpus for m in models)
+        gpus = res.num_gpus if res.num_gpus is not None else sum(m.resources.gpus for m in models)
+        memory = (
+            res.memory_mb
+            if res.memory_mb is not None
+            else sum(m.resources.memory_mb for m in models)
+        )
+        return {
+            "num_cpus": cpus if self.models else max(cpus, 0.1),
+            "num_gpus": gpus,
+            "memory_mb": memory,
+            "license_tokens": 1.0 if self.license_scopes else 0.0,
+        }
+
+
+def config_hash(
+    labeling: LabelingConfig,
+    project: ProjectConfig,
+    models: dict[str, ModelManifest],
+    rules: list[Rule],
+) -> str:
+    """Same meaning, same hash: XML layout, attribute order and label order do not count;
+    a new model version or an edited rule does, since predictions would change."""
+    canonical = labeling.model_dump()
+    for control in canonical["labels"]:
+        control["labels"].sort(key=lambda lab: lab["value"])
+    for control in canonical["choices"]:
+        control["choices"].sort()
+    for key in ("objects", "labels", "choices"):
+        canonical[key].sort(key=lambda item: item.get("name", ""))
+    payload = {
+        "labeling": canonical,
+        "models": {name: m.version for name, m in sorted(models.items())},
+        "rules": sorted((r.model_dump() for r in rules), key=lambda r: r["name"]),
+        "allow_mixed_embeddings": project.allow_mixed_embeddings,
+        "prefer": project.prefer,
+        "resources": project.resources.model_dump(),
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def _label_where(control: str, label: Label) -> str:
+    return f'<Label value="{label.value}"> in <Labels name="{control}">'
+
+
+def _check_controls(labeling: LabelingConfig) -> list[str]:
+    problems = []
+    objects = [o.name for o in labeling.objects]
+    controls = [(c.name, c.to_name, "Labels") for c in labeling.labels]
+    controls += [(c.name, c.to_name, "Choices") for c in labeling.choices]
+    seen: set[str] = set()
+    for name, to_name, tag in controls:
+        if name in seen:
+            problems.append(f'two controls are named "{name}"; control names must be unique')
+        seen.add(name)
+        if to_name not in objects:
+            problems.append(
+                f'<{tag} name="{name}"> has toName="{to_name}", but no object tag has that name '
+                f"(objects: {', '.join(objects) or 'none'})"
+            )
+    for control in labeling.labels:
+        values = [lab.value for lab in control.labels]
+        for dup in sorted({v for v in values if values.count(v) > 1}):
+            problems.append(f'<Labels name="{control.name}"> lists the label "{dup}" twice')
+    return problems
+
+
+def _check_models(
+    labeling: LabelingConfig, project: ProjectConfig, hub: Hub
+) -> tuple[dict[str, ModelManifest], list[str]]:
+    problems: list[str] = []
+    names = labeling.models()
+    if len(names) > MAX_MODELS:
+        problems.append(
+            f"the configuration uses {len(names)} models ({', '.join(names)}); "
+            f"a configuration may use at most {MAX_MODELS}"
+        )
+    models: dict[str, ModelManifest] = {}
+    unknown: set[str] = set()
+    for name in names:
+        try:
+            models[name] = hub.get(name).manifest
+        except HubError as exc:
+            unknown.add(name)
+            problems.append(str(exc))
+
+    def check(where: str, model: str | None, kinds: set[str], label: str | None) -> None:
+        if model is None or model in unknown:
+            return
+        manifest = models[model]
+        if manifest.kind not in kinds:
+            problems.append(
+                f"{where} names '{model}', a {manifest.kind} model, where "
+                f"{' or '.join(sorted(kinds))} models are expected"
+            )
+        elif label is not None and label not in manifest.labels:
+            problems.append(
+                f"{where}: model '{model}' does not predict '{label}' "
+                f"(its labels: {', '.join(manifest.labels)})"
+            )
+
+    assertion_models = []
+    for control in labeling.labels:
+        for label in control.labels:
+            where = _label_where(control.name, label)
+            if label.assertion:
+                if label.model is None:
+                    problems.append(f'{where} has assertion="true" but names no assertion model')
+                check(where, label.model, {"assertion"}, label.value)
+                assertion_models.append(label.model)
+            else:
+                check(where, label.model, CONTROL_KINDS[control.kind], label.value)
+    distinct_assertion = sorted({m for m in assertion_models if m})
+    if len(distinct_assertion) > 1:
+        problems.append(
+            f"only one assertion model per configuration; found {', '.join(distinct_assertion)}"
+        )
+    for control in labeling.choices:
+        where = f'<Choices name="{control.name}">'
+        check(where, control.model, {"classification"}, None)
+        manifest = models.get(control.model or "")
+        if manifest and manifest.kind == "classification":
+            missing = [c for c in control.choices if c not in manifest.labels]
+            if missing:
+                problems.append(
+                    f"{where}: model '{control.model}' does not predict {', '.join(missing)} "
+                    f"(its classes: {', '.join(manifest.labels)})"
+                )
+    for control in labeling.relations:
+        for relation in control.relations:
+            check(
+                f'<Relation value="{relation.value}">', relation.model, {"relation"}, relation.value
+            )
+
+    embeddings = {m.embeddings for m in models.values()}
+    if len(embeddings) > 1 and not project.allow_mixed_embeddings:
+        detail = ", ".join(f"{n} ({m.embeddings})" for n, m in models.items())
+        problems.append(
+            f"models built on different embeddings cannot be combined: {detail}; "
+            "set allow_mixed_embeddings to true to load each model's embeddings separately"
+        )
+    return models, problems
+
+
+def _resolve_rules(
+    project: ProjectConfig, labeling: LabelingConfig, library: RuleLibrary
+) -> tuple[list[Rule], list[str]]:
+    problems: list[str] = []
+    rules: list[Rule] = []
+    for i, entry in enumerate(project.rules):
+        if isinstance(entry, str):
+            rule = library.find(entry)
+            if rule is None:
+                problems.append(
+                    f"unknown rule '{entry}': add it with `preannotate rules add FILE` "
+                    "or define it inline"
+                )
+                continue
+        else:
+            try:
+                rule = parse_rule(entry, f"#{i + 1}")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+        rules.append(rule)
+    names = [r.name for r in rules]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"the rule '{dup}' is listed twice")
+    span_labels = {lab.value for c in labeling.labels if c.kind == "labels" for lab in c.labels}
+    for rule in rules:
+        if rule.label not in span_labels:
+            problems.append(
+                f"rule '{rule.name}' proposes the label '{rule.label}', which no <Labels> in the "
+                'labeling config offers; add <Label value="' + rule.label + '"/>'
+            )
+    return rules, problems
+
+
+def validate_config(
+    project: ProjectConfig, hub: Hub | None = None, library: RuleLibrary | None = None
+) -> ValidatedConfig:
+    """Validate everything and raise one ConfigError listing every problem found."""
+    hub = hub or Hub()
+    library = library or RuleLibrary()
+    labeling = parse_labeling_config(project.labeling_config)
+    problems = _check_controls(labeling)
+    models, model_problems = _check_models(labeling, project, hub)
+    rules, rule_problems = _resolve_rules(project, labeling, library)
+    problems += model_problems + rule_problems
+    if not labeling.objects:
+        problems.append("the labeling config has no object tag (<Text>, <HyperText> or <Image>)")
+    if problems:
+        raise ConfigError(problems)
+    return ValidatedConfig(
+        project, labeling, models, rules, config_hash(labeling, project, models, rules)
+    )
