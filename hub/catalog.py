@@ -1,0 +1,118 @@
+"""The catalog: built-in models shipped with the package plus model folders in the hub dir."""
+
+import difflib
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from configs.errors import validation_problems
+from configs.paths import hub_dir
+from hub.manifest import MANIFEST_FILE, ModelManifest
+
+
+class HubError(ValueError):
+    """A model that cannot be found or registered, with a message a user can act on."""
+
+
+@dataclass(frozen=True)
+class HubModel:
+    manifest: ModelManifest
+    folder: Path | None  # None for built-ins, which load from an installed package
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def builtin(self) -> bool:
+        return self.folder is None
+
+    def weights_path(self) -> Path | None:
+        """The folder holding the weights, checked to stay inside the model folder."""
+        if self.folder is None or self.manifest.path is None:
+            return None
+        return _inside(self.folder, self.manifest.path)
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise HubError(f"manifest path '{relative}' points outside the model folder {folder}")
+    return target
+
+
+def read_manifest(folder: Path) -> ModelManifest:
+    """Read and validate `folder/manifest.json`; every problem becomes one HubError."""
+    file = folder / MANIFEST_FILE
+    if not file.is_file():
+        raise HubError(f"{folder} has no {MANIFEST_FILE}")
+    try:
+        return ModelManifest.model_validate_json(file.read_text())
+    except ValidationError as exc:
+        problems = validation_problems(exc, f"invalid manifest {file}")
+        raise HubError("; ".join(problems)) from None
+
+
+def _builtin_models() -> list[HubModel]:
+    folder = resources.files("hub") / "builtin"
+    return [
+        HubModel(ModelManifest.model_validate(json.loads(f.read_text())), None)
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".json")
+    ]
+
+
+class Hub:
+    """Look up models by name; register new model folders (copied into the hub dir)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or hub_dir()
+
+    def models(self) -> list[HubModel]:
+        models = {m.name: m for m in _builtin_models()}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if (folder / MANIFEST_FILE).is_file():
+                model = HubModel(read_manifest(folder), folder)
+                models.setdefault(model.name, model)
+        return sorted(models.values(), key=lambda m: m.name)
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models()]
+
+    def get(self, name: str) -> HubModel:
+        for model in self.models():
+            if model.name == name:
+                return model
+        raise HubError(unknown_model_message(name, self.names()))
+
+    def add(self, path: Path, replace: bool = False) -> HubModel:
+        """Register a model folder: validate its manifest, then copy it into the hub."""
+        source = Path(path)
+        if not source.is_dir():
+            raise HubError(f"{source} is not a folder (a model folder holds {MANIFEST_FILE})")
+        manifest = read_manifest(source)
+        if manifest.path is not None:
+            _inside(source, manifest.path)
+        for link in (p for p in source.rglob("*") if p.is_symlink()):
+            _inside(source, str(link.relative_to(source)))
+        if manifest.name in {m.name for m in _builtin_models()}:
+            raise HubError(f"'{manifest.name}' is a built-in model name; choose another name")
+        target = self.root / manifest.name
+        if target.exists() and not replace:
+            raise HubError(f"a model named '{manifest.name}' is already in the hub ({target})")
+        staging = self.root / f".{manifest.name}.adding"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging, symlinks=False)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return HubModel(manifest, target)
+
+
+def unknown_model_message(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown model '{name}': it is not in the Models Hub{hint}"
