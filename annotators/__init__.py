@@ -1,0 +1,1 @@
+"""Documents in, regions out: the pre-annotation pipeline, with no Ray inside."""

@@ -1,0 +1,78 @@
+"""Label Studio / Generative AI Lab result JSON, with the provenance of every item.
+
+Item ids are derived from the item's content, so the same region gets the same id in every
+prediction version; that keeps comparisons between versions and relations stable.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from annotators.spans import Source, Span
+
+
+def item_id(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:10]
+
+
+def span_item(from_name: str, to_name: str, text: str, span: Span) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "start": span.start,
+        "end": span.end,
+        "text": text[span.start : span.end],
+        "labels": [span.label],
+        "confidence": span.confidence,
+    }
+    if span.normalized is not None:
+        value["normalized"] = span.normalized
+    return {
+        "id": item_id(from_name, span.start, span.end, span.label),
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": "labels",
+        "origin": "prediction",
+        "value": value,
+        "score": span.confidence,
+        "provenance": span.source.as_json(),
+    }
+
+
+def choices_item(
+    from_name: str, to_name: str, choices: list[str], confidence: float, source: Source
+) -> dict[str, Any]:
+    return {
+        "id": item_id(from_name, *choices),
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": "choices",
+        "origin": "prediction",
+        "value": {"choices": choices, "confidence": confidence},
+        "score": confidence,
+        "provenance": source.as_json(),
+    }
+
+
+@dataclass
+class TaskPrediction:
+    """One task's prediction, or the error that kept it from being predicted."""
+
+    task_id: Any
+    model_version: str
+    result: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """Mean confidence of the items that carry one; None when no item does."""
+        scores = [item["score"] for item in self.result if item.get("score") is not None]
+        return sum(scores) / len(scores) if scores else None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"task_id": self.task_id, "error": self.error}
+        return {
+            "task_id": self.task_id,
+            "result": self.result,
+            "score": self.score,
+            "model_version": self.model_version,
+        }
