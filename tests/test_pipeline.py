@@ -1,0 +1,155 @@
+"""The annotators pipeline on real spaCy models: whole entities, policies, per-task errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.training import Example
+
+from annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
+from configs.validation import validate_config
+from hub.catalog import Hub
+from tests.conftest import labels_xml, project
+
+NER = [f'value="{label}" model="ner_general_en_sm"' for label in ("PERSON", "ORG", "GPE")]
+
+
+@pytest.fixture(scope="module")
+def ner_pipeline() -> Pipeline:
+    return Pipeline(
+        validate_config(
+            project(
+                labels_xml(*NER, 'value="CITY_CODE"'),
+                rules=[
+                    {
+                        "name": "codes",
+                        "label": "CITY_CODE",
+                        "kind": "regex",
+                        "regex": "NYC|New York",
+                    },
+                ],
+            )
+        )
+    )
+
+
+def test_multi_token_entity_is_one_span_with_exact_offsets(ner_pipeline: Pipeline) -> None:
+    text = "Barack Obama visited New York City with officials from the World Health Organization."
+    [prediction] = ner_pipeline.annotate([{"id": 7, "data": {"text": text}}])
+    spans = {(i["value"]["text"], i["value"]["labels"][0]) for i in prediction.result}
+    assert ("Barack Obama", "PERSON") in spans and ("New York City", "GPE") in spans
+    for item in prediction.result:
+        value = item["value"]
+        assert text[value["start"] : value["end"]] == value["text"]
+    assert prediction.task_id == 7
+
+
+def test_result_items_follow_label_studio_json_with_provenance(ner_pipeline: Pipeline) -> None:
+    [prediction] = ner_pipeline.annotate([{"data": {"text": "Angela Merkel spoke."}}])
+    item = prediction.as_json()["result"][0]
+    assert item["from_name"] == "label" and item["to_name"] == "text" and item["type"] == "labels"
+    assert item["value"]["labels"] == ["PERSON"] and len(item["id"]) == 10
+    assert item["provenance"] == {"type": "model", "name": "ner_general_en_sm", "version": "3.8.0"}
+    assert prediction.as_json()["model_version"] == ner_pipeline.config.hash
+
+
+def test_labels_not_in_the_config_are_not_emitted(ner_pipeline: Pipeline) -> None:
+    [prediction] = ner_pipeline.annotate([{"data": {"text": "On Monday 5 people paid $3."}}])
+    assert {i["value"]["labels"][0] for i in prediction.result} <= {
+        "PERSON",
+        "ORG",
+        "GPE",
+        "CITY_CODE",
+    }
+    assert not any(i["value"]["labels"] == ["DATE"] for i in prediction.result)
+
+
+def test_overlaps_prefer_longest_then_model(ner_pipeline: Pipeline) -> None:
+    [prediction] = ner_pipeline.annotate([{"data": {"text": "She moved to New York City in May."}}])
+    texts = [(i["value"]["text"], i["provenance"]["type"]) for i in prediction.result]
+    assert ("New York City", "model") in texts and ("New York", "rule") not in texts
+
+
+def test_rule_wins_ties_when_configured() -> None:
+    rule = {
+        "name": "people",
+        "label": "PERSON",
+        "kind": "dictionary",
+        "dictionary": {"Angela Merkel": []},
+    }
+    config = validate_config(project(labels_xml(*NER), rules=[rule], prefer="rule"))
+    [prediction] = Pipeline(config).annotate([{"data": {"text": "Angela Merkel spoke."}}])
+    assert [i["provenance"]["type"] for i in prediction.result] == ["rule"]
+
+
+def test_bad_tasks_fail_alone(ner_pipeline: Pipeline) -> None:
+    tasks = [
+        {"id": 1, "data": {"text": "Tim Cook runs Apple."}},
+        {"id": 2, "data": {"body": "no text field"}},
+        {"id": 3, "data": {"text": "x" * (MAX_DOCUMENT_CHARS + 1)}},
+        "not an object",
+        {"id": 5, "data": {"text": "Paris is in France."}},
+    ]
+    results = ner_pipeline.annotate(tasks)
+    assert [r.error is None for r in results] == [True, False, False, False, True]
+    assert "no text in data.text" in results[1].error
+    assert "the limit is 1,000,000" in results[2].error
+    assert results[4].result
+
+
+def train_textcat(folder: Path) -> None:
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("textcat")
+    for label in ("sports", "finance"):
+        textcat.add_label(label)
+    data = [
+        ("the team won the match", "sports"),
+        ("the striker scored a goal", "sports"),
+        ("shares fell on the stock market", "finance"),
+        ("the bank raised interest rates", "finance"),
+    ]
+    examples = [
+        Example.from_dict(
+            nlp.make_doc(t), {"cats": {"sports": c == "sports", "finance": c == "finance"}}
+        )
+        for t, c in data
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(30):
+        nlp.update(examples, sgd=optimizer)
+    folder.mkdir(parents=True)
+    nlp.to_disk(folder / "model")
+
+
+def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
+    folder = tmp_path / "topic_clf"
+    train_textcat(folder)
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "topic_clf",
+                "version": "1",
+                "kind": "classification",
+                "labels": ["sports", "finance"],
+                "embeddings": "blank_en",
+                "runtime": "spacy",
+                "path": "model",
+            }
+        )
+    )
+    hub.add(folder)
+    xml = (
+        '<View><Text name="text" value="$text"/><Choices name="topic" toName="text" '
+        'model="topic_clf"><Choice value="sports"/><Choice value="finance"/></Choices></View>'
+    )
+    pipeline = Pipeline(validate_config(project(xml)))
+    results = pipeline.annotate(
+        [
+            {"data": {"text": "the striker won the match"}},
+            {"data": {"text": "the bank shares fell"}},
+        ]
+    )
+    picked = [r.result[0]["value"]["choices"] for r in results]
+    assert picked == [["sports"], ["finance"]]
+    assert results[0].result[0]["type"] == "choices" and 0.5 < results[0].score <= 1
