@@ -1,0 +1,1 @@
+"""The Ray cluster as a resource: start/connect, capacity checks, licenses, server registry."""
