@@ -1,0 +1,66 @@
+"""Completions: human annotations, possibly started as an editable copy of a prediction."""
+
+import copy
+from typing import Any
+
+from sqlalchemy import select
+
+from store.db import Database, get_or_raise
+from store.errors import InvalidInput
+from store.models import Completion, Prediction, Task, User, utcnow
+
+
+class CompletionOps(Database):
+    def create_completion(
+        self,
+        task_id: int,
+        result: list[dict[str, Any]] | None = None,
+        *,
+        copied_from: int | None = None,
+        created_by: int | None = None,
+    ) -> Completion:
+        """A completion with `result`, or a copy of prediction `copied_from`'s result.
+
+        The copy is a separate row, so editing the completion never touches the
+        prediction (predictions are the record of what the model said).
+        """
+        if (result is None) == (copied_from is None):
+            raise InvalidInput("give either a result or a prediction to copy, not both or neither")
+        with self._write() as session:
+            get_or_raise(session, Task, task_id)
+            if created_by is not None:
+                get_or_raise(session, User, created_by)
+            if copied_from is not None:
+                prediction = get_or_raise(session, Prediction, copied_from)
+                if prediction.task_id != task_id:
+                    raise InvalidInput(
+                        f"prediction {copied_from} belongs to task {prediction.task_id}, "
+                        f"not task {task_id}"
+                    )
+                result = copy.deepcopy(prediction.result)
+            completion = Completion(
+                task_id=task_id,
+                result=result,
+                copied_from_prediction_id=copied_from,
+                created_by=created_by,
+            )
+            session.add(completion)
+        return completion
+
+    def update_completion(self, completion_id: int, result: list[dict[str, Any]]) -> Completion:
+        """Replace a completion's result (a reviewer's edit); `updated_at` moves on."""
+        with self._write() as session:
+            completion = get_or_raise(session, Completion, completion_id)
+            completion.result = result
+            completion.updated_at = utcnow()
+        return completion
+
+    def get_completion(self, completion_id: int) -> Completion:
+        with self._read() as session:
+            return get_or_raise(session, Completion, completion_id)
+
+    def completions_for_task(self, task_id: int) -> list[Completion]:
+        with self._read() as session:
+            get_or_raise(session, Task, task_id)
+            query = select(Completion).where(Completion.task_id == task_id).order_by(Completion.id)
+            return list(session.scalars(query))

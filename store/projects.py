@@ -1,0 +1,82 @@
+"""Projects and their versioned configurations."""
+
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+
+from store.db import Database, get_or_raise
+from store.errors import AlreadyExists, NotFound
+from store.models import Project, ProjectConfigVersion
+
+
+class ProjectOps(Database):
+    def create_project(self, name: str) -> Project:
+        """A new, empty project; names are unique so users and the CLI can refer by name."""
+        try:
+            with self._write() as session:
+                project = Project(name=name)
+                session.add(project)
+        except IntegrityError:
+            raise AlreadyExists(f"a project named {name!r} already exists") from None
+        return project
+
+    def get_project(self, project_id: int) -> Project:
+        with self._read() as session:
+            return get_or_raise(session, Project, project_id)
+
+    def get_project_by_name(self, name: str) -> Project:
+        with self._read() as session:
+            project = session.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            raise NotFound(f"project {name!r} not found")
+        return project
+
+    def list_projects(self) -> list[Project]:
+        with self._read() as session:
+            return list(session.scalars(select(Project).order_by(Project.id)))
+
+    def set_config(self, project_id: int, config: dict[str, Any], config_hash: str) -> int:
+        """Record `config` as the project's current configuration; returns its version.
+
+        Saving a configuration identical (by hash) to the current one keeps the current
+        version, so re-saving an unchanged config does not invalidate deployed servers.
+        """
+        with self._write() as session:
+            get_or_raise(session, Project, project_id)
+            current = session.scalar(_latest_config(project_id))
+            if current is not None and current.config_hash == config_hash:
+                return current.version
+            version = 1 if current is None else current.version + 1
+            session.add(
+                ProjectConfigVersion(
+                    project_id=project_id, version=version, config=config, config_hash=config_hash
+                )
+            )
+        return version
+
+    def current_config(self, project_id: int) -> ProjectConfigVersion | None:
+        """The highest version, or None for a project that was never configured."""
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            return session.scalar(_latest_config(project_id))
+
+    def config_history(self, project_id: int) -> list[ProjectConfigVersion]:
+        """Every version, oldest first."""
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            query = (
+                select(ProjectConfigVersion)
+                .where(ProjectConfigVersion.project_id == project_id)
+                .order_by(ProjectConfigVersion.version)
+            )
+            return list(session.scalars(query))
+
+
+def _latest_config(project_id: int) -> Select[ProjectConfigVersion]:
+    return (
+        select(ProjectConfigVersion)
+        .where(ProjectConfigVersion.project_id == project_id)
+        .order_by(ProjectConfigVersion.version.desc())
+        .limit(1)
+    )

@@ -1,0 +1,150 @@
+"""Tasks: streamed inserts and file imports, keyset paging, per-task counts.
+
+Projects can hold hundreds of thousands of tasks, so nothing here loads a whole project:
+inserts go in chunks of plain rows (no ORM objects kept), and reads page by task id
+(`WHERE id > after_id ORDER BY id LIMIT n`), which stays fast and stable while tasks are
+being added, unlike OFFSET paging.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from store.db import Database, get_or_raise
+from store.errors import InvalidInput
+from store.models import Completion, Prediction, Project, Task, utcnow
+from store.tasks_io import TaskFormat, TaskSource, read_tasks, task_data
+
+INSERT_CHUNK = 1000
+DEFAULT_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class AddedTasks:
+    """What an insert stored. Ids are increasing; `first_id..last_id` is contiguous when
+    nothing else inserted tasks at the same time (always so with SQLite's single writer)."""
+
+    count: int
+    first_id: int | None
+    last_id: int | None
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """A task with how many predictions and completions it has, for task lists."""
+
+    id: int
+    data: dict[str, Any]
+    created_at: datetime
+    predictions: int
+    completions: int
+
+
+class TaskOps(Database):
+    def add_tasks(self, project_id: int, tasks: Iterable[Any]) -> AddedTasks:
+        """Store tasks given as data dicts (`{"text": ...}`) or `{"data": {...}}` objects.
+
+        All or nothing: one transaction, so a bad task (named by its position) leaves the
+        project as it was. `tasks` may be a generator; it is consumed in chunks.
+        """
+        datas = (task_data(task, f"task {number}") for number, task in enumerate(tasks, 1))
+        return self._insert_tasks(project_id, datas)
+
+    def import_tasks(
+        self, project_id: int, source: TaskSource, fmt: TaskFormat | None = None
+    ) -> AddedTasks:
+        """Import a JSON, JSONL or CSV file (see `tasks_io.read_tasks`), all or nothing."""
+        return self._insert_tasks(project_id, read_tasks(source, fmt))
+
+    def _insert_tasks(self, project_id: int, datas: Iterable[dict[str, Any]]) -> AddedTasks:
+        count, first_id, last_id = 0, None, None
+        with self._write() as session:
+            get_or_raise(session, Project, project_id)
+            statement = insert(Task).returning(Task.id, sort_by_parameter_order=True)
+            for chunk in _chunks(datas, INSERT_CHUNK):
+                now = utcnow()
+                rows = [{"project_id": project_id, "data": d, "created_at": now} for d in chunk]
+                ids = session.scalars(statement, rows).all()
+                first_id = ids[0] if first_id is None else first_id
+                last_id = ids[-1]
+                count += len(ids)
+        return AddedTasks(count, first_id, last_id)
+
+    def get_task(self, task_id: int) -> Task:
+        with self._read() as session:
+            return get_or_raise(session, Task, task_id)
+
+    def count_tasks(self, project_id: int) -> int:
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            query = select(func.count()).select_from(Task).where(Task.project_id == project_id)
+            return session.scalar(query) or 0
+
+    def tasks_page(
+        self, project_id: int, after_id: int = 0, limit: int = DEFAULT_PAGE
+    ) -> list[Task]:
+        """Up to `limit` tasks with id > `after_id`, by id; pass the last id to get the next."""
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            return page_of_tasks(session, project_id, after_id, limit)
+
+    def iter_tasks(self, project_id: int, page_size: int = DEFAULT_PAGE) -> Iterator[Task]:
+        """Every task of a project, one page in memory at a time (one short read per page)."""
+        page = self.tasks_page(project_id, 0, page_size)
+        while page:
+            yield from page
+            page = self.tasks_page(project_id, page[-1].id, page_size)
+
+    def task_summaries(
+        self, project_id: int, after_id: int = 0, limit: int = DEFAULT_PAGE
+    ) -> list[TaskSummary]:
+        """A page of tasks (as `tasks_page`) with their prediction and completion counts."""
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            tasks = page_of_tasks(session, project_id, after_id, limit)
+            ids = [task.id for task in tasks]
+            predictions = _counts(session, Prediction.task_id, ids)
+            completions = _counts(session, Completion.task_id, ids)
+        return [
+            TaskSummary(
+                task.id,
+                task.data,
+                task.created_at,
+                predictions.get(task.id, 0),
+                completions.get(task.id, 0),
+            )
+            for task in tasks
+        ]
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def page_of_tasks(session: Session, project_id: int, after_id: int, limit: int) -> list[Task]:
+    """The keyset page query, shared with exports."""
+    if limit < 1:
+        raise InvalidInput(f"page limit must be at least 1, not {limit}")
+    query = (
+        select(Task)
+        .where(Task.project_id == project_id, Task.id > after_id)
+        .order_by(Task.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def _counts(
+    session: Session, task_column: InstrumentedAttribute[int], task_ids: list[int]
+) -> dict[int, int]:
+    if not task_ids:
+        return {}
+    query = select(task_column, func.count()).where(task_column.in_(task_ids)).group_by(task_column)
+    return {task_id: count for task_id, count in session.execute(query)}

@@ -1,0 +1,225 @@
+"""Task files in and project exports out, independent of the database.
+
+Readers are generators that validate as they go and name the line (or list item) of the
+first bad task; the store consumes them inside one transaction, so a bad file imports
+nothing. Export shapers turn one task's rows into the Generative AI Lab or Label Studio
+JSON layout, one task at a time, so an export never holds a whole project in memory.
+"""
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from store.errors import InvalidInput
+from store.models import Completion, Prediction, Task
+
+TaskFormat = Literal["json", "jsonl", "csv"]
+ExportFormat = Literal["generative-ai-lab", "label-studio"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("generative-ai-lab", "label-studio")
+
+PREDICTION_USERNAME = "preannotate"
+"""Who predictions are attributed to in Generative AI Lab exports."""
+
+_SUFFIX_FORMATS: dict[str, TaskFormat] = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
+_DOCUMENT_KEYS = ("image", "pdf")
+"""Besides `text`, the fields that make a task a document (a scan or a PDF)."""
+
+TaskSource = str | os.PathLike[str] | IO[str]
+
+
+def task_data(item: Any, where: str) -> dict[str, Any]:
+    """The `data` of one task given as `{"data": {...}}`, `{"id": .., "data": {...}}` or flat.
+
+    A task must carry a document: non-empty `text`, or an `image` / `pdf` reference.
+    The `id` of a file's task is not kept: the store numbers tasks itself, so importing
+    the same file into two projects cannot collide.
+    """
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where}: a task must be a JSON object, not {type(item).__name__}")
+    data = item["data"] if isinstance(item.get("data"), dict) else item
+    text = data.get("text")
+    if isinstance(text, str) and text.strip():
+        return data
+    if text is None and any(isinstance(data.get(key), str) and data[key] for key in _DOCUMENT_KEYS):
+        return data
+    raise InvalidInput(f"{where}: task has no text (a non-empty 'text' field is required)")
+
+
+def read_tasks(source: TaskSource, fmt: TaskFormat | None = None) -> Iterator[dict[str, Any]]:
+    """Task data dicts from a JSON, JSONL or CSV file (a path, or an open text stream).
+
+    The format comes from the file name's suffix unless `fmt` is given. JSONL and CSV are
+    read line by line; a JSON file is one list and is parsed whole.
+    """
+    return (record["data"] for record in read_task_records(source, fmt))
+
+
+def read_task_records(
+    source: TaskSource, fmt: TaskFormat | None = None
+) -> Iterator[dict[str, Any]]:
+    """Like `read_tasks`, but as `{"id", "data"}` records that keep the file's own ids
+    (the task's position, from 1, where the file gives none), for offline annotation."""
+    name = _source_name(source)
+    if fmt is None:
+        fmt = _SUFFIX_FORMATS.get(Path(name).suffix.lower())
+        if fmt is None:
+            raise InvalidInput(f"{name}: cannot tell the format; use .json, .jsonl or .csv")
+    reader = _READERS.get(fmt)
+    if reader is None:
+        raise InvalidInput(f"unknown task format {fmt!r}; use one of {sorted(_READERS)}")
+    return _read(source, name, reader)
+
+
+def _read(
+    source: TaskSource, name: str, reader: Callable[[IO[str], str], Iterator[dict[str, Any]]]
+) -> Iterator[dict[str, Any]]:
+    with _open(source) as stream:
+        yield from reader(stream, name)
+
+
+def _source_name(source: TaskSource) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _open(source: TaskSource) -> AbstractContextManager[IO[str]]:
+    """Open a path (BOM-tolerant, as spreadsheets write one); leave a caller's stream open."""
+    if isinstance(source, str | os.PathLike):
+        return open(source, encoding="utf-8-sig", newline="")
+    return nullcontext(source)
+
+
+def _read_json(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+    try:
+        items = json.load(stream)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"{name} line {error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(items, list):
+        raise InvalidInput(f"{name}: expected a JSON list of tasks, not {type(items).__name__}")
+    for number, item in enumerate(items, start=1):
+        yield _record(item, f"{name} task {number}", number)
+
+
+def _record(item: Any, where: str, position: int) -> dict[str, Any]:
+    data = task_data(item, where)
+    task_id = item.get("id") if data is not item else None
+    return {"id": position if task_id is None else task_id, "data": data}
+
+
+def _read_jsonl(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+    position = 0
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InvalidInput(f"{name} line {number}: not valid JSON ({error.msg})") from None
+        position += 1
+        yield _record(item, f"{name} line {number}", position)
+
+
+def _read_csv(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV with a `text` column; every other column goes into the task's data."""
+    reader = csv.DictReader(stream)
+    try:
+        columns = reader.fieldnames
+        if not columns or "text" not in columns:
+            raise InvalidInput(f"{name}: no 'text' column (columns: {', '.join(columns or [])})")
+        for position, row in enumerate(reader, start=1):
+            where = f"{name} line {reader.line_num}"
+            if None in row:
+                raise InvalidInput(f"{where}: more values than the {len(columns)} columns")
+            data = task_data({key: value for key, value in row.items() if value is not None}, where)
+            yield {"id": position, "data": data}
+    except csv.Error as error:
+        raise InvalidInput(f"{name} line {reader.line_num}: {error}") from None
+
+
+_READERS: dict[str, Callable[[IO[str], str], Iterator[dict[str, Any]]]] = {
+    "json": _read_json,
+    "jsonl": _read_jsonl,
+    "csv": _read_csv,
+}
+
+
+def generative_ai_lab_task(
+    task: Task,
+    predictions: list[Prediction],
+    completions: list[Completion],
+    usernames: dict[int, str],
+) -> dict[str, Any]:
+    """One task in Generative AI Lab's export layout; `usernames` maps completion authors."""
+    exported_completions = []
+    for completion in completions:
+        item: dict[str, Any] = {
+            "id": completion.id,
+            "result": completion.result,
+            "created_at": completion.created_at.isoformat(),
+            "updated_at": completion.updated_at.isoformat(),
+        }
+        if completion.created_by is not None:
+            item["created_username"] = usernames[completion.created_by]
+        if completion.copied_from_prediction_id is not None:
+            item["copied_from"] = f"prediction: {completion.copied_from_prediction_id}"
+        exported_completions.append(item)
+    return {
+        "id": task.id,
+        "data": task.data,
+        "created_at": task.created_at.isoformat(),
+        "predictions": [
+            {
+                "id": prediction.id,
+                "result": prediction.result,
+                "score": prediction.score,
+                "model_version": prediction.model_version,
+                "created_at": prediction.created_at.isoformat(),
+                "created_username": PREDICTION_USERNAME,
+            }
+            for prediction in predictions
+        ],
+        "completions": exported_completions,
+    }
+
+
+def label_studio_task(
+    task: Task, predictions: list[Prediction], completions: list[Completion]
+) -> dict[str, Any]:
+    """One task in Label Studio's JSON import layout (human work goes under `annotations`)."""
+    return {
+        "id": task.id,
+        "data": task.data,
+        "predictions": [
+            {
+                "model_version": prediction.model_version,
+                "score": prediction.score,
+                "result": prediction.result,
+            }
+            for prediction in predictions
+        ],
+        "annotations": [
+            {"id": completion.id, "result": completion.result} for completion in completions
+        ],
+    }
+
+
+def write_json_list(items: Iterable[dict[str, Any]], fp: IO[str]) -> int:
+    """Write `items` as one JSON list, item by item; returns how many were written."""
+    count = 0
+    fp.write("[")
+    for item in items:
+        fp.write(",\n" if count else "\n")
+        json.dump(item, fp, ensure_ascii=False)
+        count += 1
+    fp.write("\n]\n" if count else "]\n")
+    return count

@@ -1,0 +1,545 @@
+"""The store on a real SQLite file: what the router, scheduler and CLI rely on."""
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from store import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidState,
+    JobState,
+    NotFound,
+    Store,
+)
+
+DATA = Path(__file__).parent / "data" / "store"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "preannotate.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{db_path}")
+    yield store
+    store.close()
+
+
+def span(start: int, end: int, label: str, from_name: str = "label") -> dict:
+    return {
+        "id": f"{from_name}-{start}-{end}-{label}",
+        "from_name": from_name,
+        "to_name": "text",
+        "type": "labels",
+        "value": {"start": start, "end": end, "labels": [label]},
+    }
+
+
+def choice(*choices: str) -> dict:
+    return {
+        "id": "class",
+        "from_name": "class",
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": list(choices)},
+    }
+
+
+def relation(from_id: str, to_id: str, label: str) -> dict:
+    return {
+        "from_id": from_id,
+        "to_id": to_id,
+        "type": "relation",
+        "direction": "right",
+        "labels": [label],
+    }
+
+
+def prediction(task_id: int, result: list[dict], **extra) -> dict:
+    return {
+        "task_id": task_id,
+        "result": result,
+        "config_hash": "cfg-1",
+        "model_version": "ner@1",
+        **extra,
+    }
+
+
+def project_with_tasks(store: Store, count: int, name: str = "notes") -> tuple[int, list[int]]:
+    project = store.create_project(name)
+    store.add_tasks(project.id, ({"text": f"note {i}"} for i in range(count)))
+    return project.id, [task.id for task in store.iter_tasks(project.id)]
+
+
+def test_default_url_is_a_file_in_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PREANNOTATE_HOME", str(home))
+    monkeypatch.delenv("PREANNOTATE_DATABASE_URL", raising=False)
+    store = Store()
+    try:
+        store.create_project("p")
+    finally:
+        store.close()
+    assert (home / "preannotate.sqlite").is_file()
+
+
+def test_config_versions_and_history(store: Store) -> None:
+    project = store.create_project("notes")
+    assert store.current_config(project.id) is None
+
+    assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 1
+    assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 1  # same hash
+    assert store.set_config(project.id, {"labels": ["DRUG", "DOSE"]}, "h2") == 2
+
+    current = store.current_config(project.id)
+    assert current is not None
+    assert (current.version, current.config) == (2, {"labels": ["DRUG", "DOSE"]})
+    history = store.config_history(project.id)
+    assert [(c.version, c.config_hash) for c in history] == [(1, "h1"), (2, "h2")]
+    # Going back to an earlier configuration is a new version, not a rewrite of history.
+    assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 3
+
+
+def test_project_names_are_unique_and_missing_ids_are_named(store: Store) -> None:
+    store.create_project("notes")
+    with pytest.raises(AlreadyExists, match="'notes' already exists"):
+        store.create_project("notes")
+    with pytest.raises(NotFound, match="project 999 not found"):
+        store.get_project(999)
+    with pytest.raises(NotFound, match="project 'nope' not found"):
+        store.get_project_by_name("nope")
+    with pytest.raises(NotFound, match="task 12345 not found"):
+        store.predictions_for_task(12345)
+    with pytest.raises(NotFound, match="project 999 not found"):
+        store.add_tasks(999, [{"text": "orphan"}])
+    with pytest.raises(NotFound, match="server 'server-9' not found"):
+        store.get_server("server-9")
+    with pytest.raises(NotFound, match="job 5 not found"):
+        store.set_job_state(5, "running")
+
+
+def test_import_json_jsonl_and_csv(store: Store) -> None:
+    project = store.create_project("notes")
+
+    added = store.import_tasks(project.id, DATA / "tasks.json")
+    assert added.count == 3
+    store.import_tasks(project.id, DATA / "tasks.jsonl")
+    with open(DATA / "tasks.csv", encoding="utf-8", newline="") as stream:
+        store.import_tasks(project.id, stream)  # an open stream; format from its name
+
+    tasks = store.tasks_page(project.id, limit=100)
+    assert [task.data for task in tasks] == [
+        {"text": "Aspirin 81 mg daily."},
+        {"text": "No known allergies.", "source": "note-17"},
+        {"text": "Patient denies chest pain.", "source": "flat"},
+        {"text": "Metformin 500 mg twice a day."},
+        {"text": "Blood pressure 120/80."},
+        {"text": "Follow up in two weeks."},
+        {"text": "Ibuprofen, 400 mg, as needed.", "source": "clinic-a", "language": "en"},
+        {"text": "Two lines:\nfirst and second.", "source": "clinic-b", "language": "en"},
+        {"text": "Paracetamol at night.", "source": "clinic-c", "language": "fr"},
+    ]
+    # The store numbers tasks itself: the file's id 17 is not taken over.
+    assert [task.id for task in tasks] == list(range(added.first_id, added.first_id + 9))
+    assert tasks[0].created_at.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bad_line.jsonl", r"bad_line\.jsonl line 3: not valid JSON"),
+        ("missing_text.json", r"missing_text\.json task 2: task has no text"),
+        ("missing_text.csv", r"missing_text\.csv line 3: task has no text"),
+        ("no_text_column.csv", r"no 'text' column \(columns: body, source\)"),
+    ],
+)
+def test_bad_file_names_the_line_and_imports_nothing(store: Store, name: str, message: str) -> None:
+    project = store.create_project("notes")
+    store.add_tasks(project.id, [{"text": "already here"}])
+
+    with pytest.raises(InvalidInput, match=message):
+        store.import_tasks(project.id, DATA / name)
+
+    assert [task.data["text"] for task in store.iter_tasks(project.id)] == ["already here"]
+
+
+def test_unknown_file_type_is_refused(store: Store, tmp_path: Path) -> None:
+    project = store.create_project("notes")
+    path = tmp_path / "tasks.txt"
+    path.write_text("hello\n")
+    with pytest.raises(InvalidInput, match="cannot tell the format"):
+        store.import_tasks(project.id, path)
+    assert store.import_tasks(project.id, DATA / "tasks.jsonl", fmt="jsonl").count == 3
+
+
+def test_keyset_paging_returns_every_task_once(store: Store) -> None:
+    project = store.create_project("big")
+    other = store.create_project("other")
+    store.add_tasks(other.id, [{"text": "not mine"}])
+    added = store.add_tasks(project.id, ({"text": f"note {i}"} for i in range(2000)))
+    store.add_tasks(other.id, [{"text": "not mine either"}])
+    assert added.count == 2000
+    assert store.count_tasks(project.id) == 2000
+
+    seen: list[int] = []
+    after_id = 0
+    while page := store.tasks_page(project.id, after_id=after_id, limit=300):
+        seen += [task.id for task in page]
+        after_id = page[-1].id
+    assert len(seen) == 2000
+    assert seen == sorted(set(seen))
+    assert seen[0] == added.first_id and seen[-1] == added.last_id
+    assert [task.id for task in store.iter_tasks(project.id, page_size=700)] == seen
+    texts = {task.data["text"] for task in store.iter_tasks(project.id)}
+    assert texts == {f"note {i}" for i in range(2000)}
+
+
+def test_a_reader_works_while_a_large_import_is_being_written(store: Store, db_path: Path) -> None:
+    """WAL: the reader is neither blocked (the import outgrows SQLite's page cache, which
+    in rollback-journal mode would lock the file) nor shown a half-done import."""
+    project = store.create_project("notes")
+    reader = Store(f"sqlite:///{db_path}")  # as another process would
+    seen_mid_import: list[int] = []
+    long_text = "Patient reports mild headache. " * 160  # ~5 kB: 2,000 tasks exceed the cache
+
+    def tasks() -> Iterator[dict]:
+        for i in range(2500):
+            if i == 2100:  # two chunks already inserted, not committed
+                seen_mid_import.append(reader.count_tasks(project.id))
+            yield {"text": f"{i}: {long_text}"}
+
+    try:
+        store.add_tasks(project.id, tasks())
+        assert seen_mid_import == [0]
+        assert reader.count_tasks(project.id) == 2500
+    finally:
+        reader.close()
+
+
+def test_task_summaries_count_predictions_and_completions(store: Store) -> None:
+    project_id, (first, second, third) = project_with_tasks(store, 3)
+    store.add_predictions([prediction(first, []), prediction(first, []), prediction(third, [])])
+    store.create_completion(first, [span(0, 4, "DRUG")])
+
+    summaries = store.task_summaries(project_id, after_id=0, limit=10)
+    counts = {s.id: (s.predictions, s.completions) for s in summaries}
+    assert counts == {first: (2, 1), second: (0, 0), third: (1, 0)}
+    assert [s.id for s in store.task_summaries(project_id, after_id=first, limit=1)] == [second]
+
+
+def test_each_batch_adds_a_new_version_per_task(store: Store) -> None:
+    _, (a, b, c) = project_with_tasks(store, 3)
+    assert store.add_predictions([prediction(a, [span(0, 4, "DRUG")]), prediction(b, [])]) == 2
+    assert store.add_predictions([prediction(b, []), prediction(c, [])]) == 2
+    assert store.add_predictions([prediction(a, [], server_id="server-2", score=0.5)]) == 1
+
+    assert [p.version for p in store.predictions_for_task(a)] == [1, 2]
+    assert [p.version for p in store.predictions_for_task(b)] == [1, 2]
+    assert [p.version for p in store.predictions_for_task(c)] == [1]
+    first, latest = store.predictions_for_task(a)
+    assert first.result == [span(0, 4, "DRUG")]
+    assert (latest.server_id, latest.score, latest.config_hash) == ("server-2", 0.5, "cfg-1")
+
+
+def test_concurrent_writers_never_share_a_version(store: Store, db_path: Path) -> None:
+    _, task_ids = project_with_tasks(store, 2)
+    other = Store(f"sqlite:///{db_path}")
+    errors: list[BaseException] = []
+
+    def write(target: Store) -> None:
+        try:
+            for _ in range(15):
+                target.add_predictions([prediction(task_id, []) for task_id in task_ids])
+        except BaseException as error:  # reported below; a thread would swallow it
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in (store, other, store)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+
+    assert errors == []
+    for task_id in task_ids:
+        assert [p.version for p in store.predictions_for_task(task_id)] == list(range(1, 46))
+
+
+def test_a_job_writes_each_task_once(store: Store) -> None:
+    project_id, (a, b, c) = project_with_tasks(store, 3)
+    job = store.create_job(project_id, "preannotate", total=3)
+    batch = [prediction(a, [], job_id=job.id), prediction(b, [], job_id=job.id)]
+
+    assert store.add_predictions(batch) == 2
+    assert store.add_predictions(batch) == 0  # a resumed job resending its batch
+    assert store.add_predictions([*batch, prediction(c, [], job_id=job.id)]) == 1
+    assert store.add_predictions([prediction(a, [])]) == 1  # an interactive call still adds
+
+    assert store.task_ids_with_job_prediction(job.id, [a, b, c]) == {a, b, c}
+    assert [p.job_id for p in store.predictions_for_task(a)] == [job.id, None]
+    with pytest.raises(NotFound, match="job 99 not found"):
+        store.add_predictions([prediction(a, [], job_id=99)])
+    with pytest.raises(NotFound, match="task 999 not found"):
+        store.add_predictions([prediction(a, [], job_id=job.id), prediction(999, [])])
+    with pytest.raises(InvalidInput, match=r"prediction 1: missing fields \['config_hash'\]"):
+        store.add_predictions([{"task_id": a, "result": [], "model_version": "x"}])
+
+
+def test_compare_predictions(store: Store) -> None:
+    _, (task, other_task) = project_with_tasks(store, 2)
+    drug, dose = span(0, 7, "DRUG"), span(8, 14, "DOSE")
+    before = [
+        drug,
+        dose,
+        span(20, 25, "DRUG"),
+        choice("medication"),
+        relation(drug["id"], dose["id"], "has_dose"),
+    ]
+    renamed_drug = span(0, 7, "TREATMENT")  # a new item id, as a new run would generate
+    after = [
+        renamed_drug,
+        dose,
+        span(30, 36, "DOSE"),
+        choice("allergy"),
+        relation(renamed_drug["id"], dose["id"], "has_dose"),
+    ]
+    store.add_predictions([prediction(task, before), prediction(other_task, [])])
+    store.add_predictions([prediction(task, after)])
+    a, b = (p.id for p in store.predictions_for_task(task))
+
+    diff = store.compare_predictions(a, b)
+
+    assert diff["added"] == [span(30, 36, "DOSE")]
+    assert diff["removed"] == [span(20, 25, "DRUG")]
+    assert [(c["a"], c["b"]) for c in diff["changed"]] == [
+        (drug, renamed_drug),
+        (choice("medication"), choice("allergy")),
+    ]
+    assert diff["unchanged"] == 2  # the DOSE span and the relation between the same spans
+    assert store.compare_predictions(a, a) == {
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "unchanged": 5,
+    }
+    other = store.predictions_for_task(other_task)[0].id
+    with pytest.raises(InvalidInput, match="different tasks"):
+        store.compare_predictions(a, other)
+
+
+def test_compare_pairs_several_items_on_one_span(store: Store) -> None:
+    _, (task,) = project_with_tasks(store, 1)
+    entity, present = span(0, 5, "PROBLEM"), span(0, 5, "Present")
+    store.add_predictions([prediction(task, [entity, present])])
+    store.add_predictions([prediction(task, [span(0, 5, "Absent"), entity])])
+    a, b = (p.id for p in store.predictions_for_task(task))
+
+    diff = store.compare_predictions(a, b)
+
+    assert diff["unchanged"] == 1
+    assert diff["changed"] == [{"a": present, "b": span(0, 5, "Absent")}]
+    assert diff["added"] == diff["removed"] == []
+
+
+def test_completion_copied_from_a_prediction_is_an_independent_copy(store: Store) -> None:
+    _, (task, other_task) = project_with_tasks(store, 2)
+    store.add_predictions([prediction(task, [span(0, 4, "DRUG")])])
+    predicted = store.predictions_for_task(task)[0]
+    reviewer = store.create_user("ana")
+
+    completion = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
+    assert completion.result == predicted.result
+    assert completion.copied_from_prediction_id == predicted.id
+
+    edited = store.update_completion(completion.id, [span(0, 4, "TREATMENT")])
+    assert edited.updated_at >= completion.created_at
+    assert store.get_completion(completion.id).result == [span(0, 4, "TREATMENT")]
+    assert store.get_prediction(predicted.id).result == [span(0, 4, "DRUG")]
+    assert [c.id for c in store.completions_for_task(task)] == [completion.id]
+
+    with pytest.raises(InvalidInput, match=f"belongs to task {task}, not task {other_task}"):
+        store.create_completion(other_task, copied_from=predicted.id)
+    with pytest.raises(InvalidInput, match="either a result or a prediction"):
+        store.create_completion(task, [], copied_from=predicted.id)
+    with pytest.raises(NotFound, match="prediction 404 not found"):
+        store.create_completion(task, copied_from=404)
+
+
+def test_tokens_are_stored_hashed_and_resolve_to_their_user(store: Store, db_path: Path) -> None:
+    ana = store.create_user("ana")
+    bob = store.create_user("bob", is_admin=True)
+    token = store.issue_token(ana.id)
+    second = store.issue_token(ana.id)
+    bob_token = store.issue_token(bob.id)
+
+    assert store.user_for_token(token).name == "ana"
+    assert store.user_for_token(second).name == "ana"
+    resolved = store.user_for_token(bob_token)
+    assert (resolved.name, resolved.is_admin) == ("bob", True)
+    assert store.user_for_token(token + "x") is None
+    with pytest.raises(AlreadyExists, match="user named 'ana'"):
+        store.create_user("ana")
+
+    store.close()  # checkpoints the WAL into the main file
+    stored = b"".join(p.read_bytes() for p in db_path.parent.iterdir())
+    for clear in (token, second, bob_token):
+        assert clear.encode() not in stored
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in stored
+
+
+def test_roles(store: Store) -> None:
+    project = store.create_project("notes")
+    ana = store.create_user("ana")
+    assert store.role_of(ana.id, project.id) is None
+
+    store.set_role(ana.id, project.id, "annotator")
+    assert store.role_of(ana.id, project.id) == "annotator"
+    store.set_role(ana.id, project.id, "manager")  # replaces, never duplicates
+    assert store.role_of(ana.id, project.id) == "manager"
+
+    with pytest.raises(InvalidInput, match="unknown role 'boss'; expected one of owner"):
+        store.set_role(ana.id, project.id, "boss")
+    with pytest.raises(NotFound, match="user 77 not found"):
+        store.set_role(77, project.id, "owner")
+
+
+def test_job_progress_states_and_recovery(store: Store) -> None:
+    project_id, _ = project_with_tasks(store, 1)
+    job = store.create_job(project_id, "preannotate", params={"batch": 8}, total=500)
+    train = store.create_job(project_id, "train")
+    assert (job.state, job.done, job.errors) == ("queued", 0, [])
+
+    store.set_job_state(job.id, "running")
+    store.record_job_progress(job.id, done=90)
+    for start in range(0, 150, 50):
+        errors = [{"task_id": t, "error": f"boom {t}"} for t in range(start, start + 50)]
+        store.record_job_progress(job.id, done=0, failed=50, errors=errors)
+    job = store.get_job(job.id)
+    assert (job.done, job.failed) == (90, 150)
+    assert len(job.errors) == 100
+    assert job.errors[0] == {"task_id": 50, "error": "boom 50"}  # the latest are kept
+    assert job.errors[-1] == {"task_id": 149, "error": "boom 149"}
+    assert job.started_at is not None and job.finished_at is None
+
+    assert [j.id for j in store.unfinished_jobs()] == [job.id, train.id]
+    cancelled = store.set_job_state(job.id, "cancelled", reason="user asked")
+    assert (cancelled.reason, cancelled.finished_at is not None) == ("user asked", True)
+    assert [j.id for j in store.unfinished_jobs()] == [train.id]
+    assert [j.id for j in store.list_jobs(project_id, states=["cancelled"])] == [job.id]
+
+    resumed = store.set_job_state(job.id, JobState.QUEUED)
+    assert (resumed.state, resumed.finished_at, resumed.done) == ("queued", None, 90)
+    store.set_job_state(job.id, "running")
+    store.set_job_state(job.id, "succeeded")
+    with pytest.raises(InvalidState, match=f"job {job.id} is succeeded; it cannot become running"):
+        store.set_job_state(job.id, "running")
+    with pytest.raises(InvalidInput, match="unknown job kind 'export'"):
+        store.create_job(project_id, "export")
+    assert json.dumps(store.get_job(job.id).as_dict())  # ready for the HTTP API
+
+
+def test_servers(store: Store) -> None:
+    first = store.create_project("a")
+    second = store.create_project("b")
+    config = {"models": ["ner"]}
+    one = store.record_server(
+        config=config,
+        config_hash="h1",
+        project_ids=[first.id, second.id],
+        resources={"num_cpus": 0.5, "license_token": 1},
+    )
+    two = store.record_server(config=config, config_hash="h2", project_ids=[second.id])
+    assert (one.id, two.id) == ("server-1", "server-2")
+    assert one.project_ids == [first.id, second.id]
+    assert one.status == "deploying"
+
+    assert store.set_server_status("server-1", "ready").status == "ready"
+    assert [s.id for s in store.list_servers(project_id=first.id)] == ["server-1"]
+    deleted = store.mark_server_deleted("server-1")
+    assert deleted.deleted_at is not None
+    assert [s.id for s in store.list_servers()] == ["server-2"]
+    assert [s.id for s in store.list_servers(include_deleted=True)] == ["server-1", "server-2"]
+    with pytest.raises(InvalidState, match="'server-1' was deleted"):
+        store.set_server_status("server-1", "ready")
+    with pytest.raises(InvalidInput, match="unknown server status 'up'"):
+        store.set_server_status("server-2", "up")
+
+    # Redeploying under a known id makes it active again with its new projects.
+    again = store.record_server(
+        server_id="server-1", config=config, config_hash="h3", project_ids=[first.id]
+    )
+    assert (again.deleted_at, again.project_ids, again.config_hash) == (None, [first.id], "h3")
+    assert store.record_server(config=config, config_hash="h4").id == "server-3"
+    assert store.get_server("server-1").as_dict()["project_ids"] == [first.id]
+
+
+def _exportable(store: Store) -> tuple[int, int, int, int]:
+    """A project with one task holding a prediction and a completion copied from it."""
+    project_id, (task, empty_task) = project_with_tasks(store, 2)
+    store.add_predictions([prediction(task, [span(0, 4, "DRUG")], score=0.9)])
+    predicted = store.predictions_for_task(task)[0]
+    reviewer = store.create_user("ana")
+    completion = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
+    store.update_completion(completion.id, [span(0, 4, "TREATMENT")])
+    return project_id, task, predicted.id, completion.id
+
+
+def test_generative_ai_lab_export(store: Store, tmp_path: Path) -> None:
+    project_id, task, prediction_id, completion_id = _exportable(store)
+    path = tmp_path / "export.json"
+    with open(path, "w", encoding="utf-8") as fp:
+        assert store.write_export(project_id, fp, "generative-ai-lab") == 2
+
+    exported = json.loads(path.read_text(encoding="utf-8"))
+    first = exported[0]
+    assert (first["id"], first["data"]) == (task, {"text": "note 0"})
+    [predicted] = first["predictions"]
+    assert predicted["id"] == prediction_id
+    assert predicted["result"] == [span(0, 4, "DRUG")]
+    assert (predicted["score"], predicted["model_version"]) == (0.9, "ner@1")
+    assert predicted["created_username"] == "preannotate"
+    [completion] = first["completions"]
+    assert completion["id"] == completion_id
+    assert completion["result"] == [span(0, 4, "TREATMENT")]
+    assert completion["copied_from"] == f"prediction: {prediction_id}"
+    assert completion["created_username"] == "ana"
+    assert (exported[1]["predictions"], exported[1]["completions"]) == ([], [])
+
+
+def test_label_studio_export(store: Store) -> None:
+    project_id, task, _, completion_id = _exportable(store)
+
+    exported = list(store.export_project(project_id, "label-studio"))
+
+    assert exported[0] == {
+        "id": task,
+        "data": {"text": "note 0"},
+        "predictions": [{"model_version": "ner@1", "score": 0.9, "result": [span(0, 4, "DRUG")]}],
+        "annotations": [{"id": completion_id, "result": [span(0, 4, "TREATMENT")]}],
+    }
+    assert len(exported) == 2
+    with pytest.raises(InvalidInput, match="unknown export format 'coco'"):
+        store.export_project(project_id, "coco")  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="project 999 not found"):
+        store.export_project(999)
+
+
+def test_export_pages_through_a_large_project(store: Store) -> None:
+    project_id, task_ids = project_with_tasks(store, 1200)
+    store.add_predictions([prediction(t, []) for t in task_ids[::100]])
+
+    exported = store.export_project(project_id)
+
+    assert [t["id"] for t in exported] == task_ids
+    counts = [len(t["predictions"]) for t in store.export_project(project_id, "label-studio")]
+    assert sum(counts) == 12
