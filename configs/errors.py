@@ -10,6 +10,10 @@ class ConfigError(ValueError):
         self.problems = problems
         super().__init__("; ".join(problems))
 
+    def __reduce__(self) -> tuple[type["ConfigError"], tuple[list[str]]]:
+        """Keep `problems` a list when the error crosses a Ray process boundary."""
+        return (type(self), (self.problems,))
+
 
 def validation_problems(exc: ValidationError, source: str) -> list[str]:
     """pydantic's errors as `source: field.path: message` lines a user can act on."""

@@ -1,0 +1,1 @@
+"""The `preannotate` command line and the Python client."""

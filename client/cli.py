@@ -1,0 +1,216 @@
+"""The `preannotate` command line.
+
+Every command that fails on bad input prints one `error:` line per problem to stderr and
+exits with status 2; nothing it was given is changed.
+"""
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from configs.errors import ConfigError
+from configs.project import load_project_config
+from configs.rules import RuleLibrary, read_rule_file
+from configs.validation import ValidatedConfig, validate_config
+from hub.catalog import Hub, HubError
+from store.errors import StoreError
+from store.tasks_io import read_task_records
+
+app = typer.Typer(help="Pre-annotation serving cluster on Ray.", no_args_is_help=True)
+config_app = typer.Typer(help="Check project configurations.", no_args_is_help=True)
+hub_app = typer.Typer(
+    help="The Models Hub: models and their predefined labels.", no_args_is_help=True
+)
+rules_app = typer.Typer(help="The shared rule library.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(hub_app, name="hub")
+app.add_typer(rules_app, name="rules")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into `error:` lines and exit status 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/red] {problem}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+    except (HubError, StoreError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def load_validated(path: Path) -> ValidatedConfig:
+    return validate_config(load_project_config(path))
+
+
+@config_app.command("validate")
+def config_validate(file: Path, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Validate a project file (.json) or a labeling config (.xml): exit 0 if valid, 2 if not."""
+    with user_errors():
+        config = load_validated(file)
+    summary = {
+        "name": config.project.name,
+        "hash": config.hash,
+        "models": {name: m.version for name, m in config.models.items()},
+        "rules": [r.name for r in config.rules],
+        "resources_per_replica": config.replica_resources(),
+    }
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        out.print(f"[green]valid[/green] {file} (configuration hash {config.hash})")
+
+
+def _batches(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(islice(records, size)):
+        yield batch
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def annotate(
+    config: Annotated[Path, typer.Option(help="project file (.json) or labeling config (.xml)")],
+    tasks: Annotated[Path, typer.Option(help="tasks as .json, .jsonl or .csv")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="JSONL output (default stdout)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
+) -> None:
+    """Pre-annotate tasks offline, without a cluster: one JSON line per task."""
+    from annotators.pipeline import Pipeline
+
+    with user_errors():
+        validated = load_validated(config)
+        total = sum(1 for _ in read_task_records(tasks))
+        pipeline = Pipeline(validated)
+        sink = out_file.open("w") if out_file else sys.stdout
+        failed = 0
+        try:
+            with _progress() as progress:
+                bar = progress.add_task("pre-annotating", total=total)
+                for batch in _batches(read_task_records(tasks), batch_size):
+                    for prediction in pipeline.annotate(batch):
+                        failed += prediction.error is not None
+                        sink.write(json.dumps(prediction.as_json()) + "\n")
+                    progress.advance(bar, len(batch))
+        finally:
+            if out_file:
+                sink.close()
+    err.print(
+        f"{total - failed} predicted, {failed} failed" + (f" -> {out_file}" if out_file else "")
+    )
+
+
+@hub_app.command("list")
+def hub_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Models in the hub with their predefined labels."""
+    with user_errors():
+        models = Hub().models()
+    if as_json:
+        out.print_json(data=[m.manifest.model_dump() | {"builtin": m.builtin} for m in models])
+        return
+    table = Table("Model", "Version", "Kind", "License", "Runtime", "Predefined Labels")
+    for m in models:
+        man = m.manifest
+        table.add_row(
+            man.name, man.version, man.kind, man.license_scope, man.runtime, ", ".join(man.labels)
+        )
+    out.print(table)
+
+
+@hub_app.command("add")
+def hub_add(path: Path, replace: bool = False) -> None:
+    """Register a model folder (it holds manifest.json); it is copied into the hub."""
+    with user_errors():
+        model = Hub().add(path, replace=replace)
+    out.print(
+        f"added {model.name} {model.manifest.version} ({model.manifest.kind}) -> {model.folder}"
+    )
+
+
+@rules_app.command("add")
+def rules_add(
+    file: Path,
+    label: Annotated[str | None, typer.Option(help="label of a dictionary CSV's matches")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="rule name for a CSV (default: file name)")
+    ] = None,
+) -> None:
+    """Add rules from a JSON file (one rule or a list) or a dictionary CSV."""
+    library = RuleLibrary()
+    with user_errors():
+        for rule in read_rule_file(file, label=label, name=name):
+            stored = library.add(rule)
+            out.print(
+                f"added rule {stored.name} v{stored.version} ({stored.kind} -> {stored.label})"
+            )
+
+
+@rules_app.command("list")
+def rules_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Rules in the shared library."""
+    rules = RuleLibrary().rules()
+    if as_json:
+        out.print_json(data=[r.model_dump() for r in rules])
+        return
+    table = Table("Rule", "Version", "Kind", "Label", "Pattern / terms")
+    for r in rules:
+        what = r.regex if r.regex else f"{len(r.dictionary or {})} entries"
+        table.add_row(r.name, str(r.version), r.kind, r.label, what)
+    out.print(table)
+
+
+def print_predictions(tasks: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> None:
+    """A readable table: each task's text with its pre-annotated entities."""
+    table = Table("Task", "Text", "Pre-annotations", show_lines=True)
+    for task, prediction in zip(tasks, predictions, strict=True):
+        if "error" in prediction:
+            found = f"[red]{prediction['error']}[/red]"
+        else:
+            found = "\n".join(
+                f"{item['value'].get('text') or ', '.join(item['value'].get('choices', []))} "
+                f"[bold]{', '.join(item['value'].get('labels', []))}[/bold] "
+                f"[dim]({item['provenance']['type']} {item['provenance']['name']})[/dim]"
+                for item in prediction["result"]
+            )
+        table.add_row(str(task.get("id")), task["data"]["text"], found)
+    out.print(table)
+
+
+@app.command()
+def demo() -> None:
+    """Validate and pre-annotate the example projects offline, and show what was found."""
+    from annotators.pipeline import Pipeline
+
+    with user_errors():
+        for project_file in sorted(EXAMPLES.glob("*/project.json")):
+            config = load_validated(project_file)
+            tasks = list(read_task_records(project_file.parent / "tasks.jsonl"))
+            predictions = [p.as_json() for p in Pipeline(config).annotate(tasks)]
+            out.rule(f"{config.project.name}: configuration {config.hash}")
+            print_predictions(tasks, predictions)

@@ -1,0 +1,101 @@
+"""The offline CLI: exit codes, messages, and one prediction per task."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from client.cli import app
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+NEWS = EXAMPLES / "news"
+
+
+def test_validate_valid_and_invalid(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["config", "validate", str(NEWS / "project.json"), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["models"] == {"ner_general_en_sm": "3.8.0"}
+    bad = tmp_path / "bad.xml"
+    bad.write_text(
+        '<View><Text name="text" value="$text"/><Labels name="l" toName="text">'
+        '<Label value="FOO" model="ner_general_en_sm"/></Labels></View>'
+    )
+    result = runner.invoke(app, ["config", "validate", str(bad)])
+    assert result.exit_code == 2 and "does not predict 'FOO'" in result.stderr
+    missing = runner.invoke(app, ["config", "validate", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+
+def test_annotate_writes_one_prediction_per_task(tmp_path: Path) -> None:
+    out = tmp_path / "predictions.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "annotate",
+            "--config",
+            str(NEWS / "project.json"),
+            "--tasks",
+            str(NEWS / "tasks.jsonl"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["task_id"] for p in lines] == list(range(1, 9))
+    assert all(p["result"] for p in lines) and "8 predicted, 0 failed" in result.stderr
+
+
+def test_annotate_refuses_a_broken_task_file(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"data": {"text": "ok"}}\n{not json\n')
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "annotate",
+            "--config",
+            str(NEWS / "project.json"),
+            "--tasks",
+            str(tasks),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2 and "line 2: not valid JSON" in result.stderr
+    assert not out.exists()
+
+
+def test_hub_list_and_add(tmp_path: Path) -> None:
+    listed = json.loads(runner.invoke(app, ["hub", "list", "--json"]).stdout)
+    assert listed[0]["name"] == "ner_general_en_sm" and "GPE" in listed[0]["labels"]
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "broken"}')
+    result = runner.invoke(app, ["hub", "add", str(folder)])
+    assert result.exit_code == 2 and "invalid manifest" in result.stderr
+
+
+def test_rules_add_and_list(tmp_path: Path) -> None:
+    rule = tmp_path / "dose.json"
+    rule.write_text(
+        json.dumps({"name": "dose", "label": "DOSAGE", "kind": "regex", "regex": "[0-9]+ ?mg"})
+    )
+    assert runner.invoke(app, ["rules", "add", str(rule)]).exit_code == 0
+    listed = json.loads(runner.invoke(app, ["rules", "list", "--json"]).stdout)
+    assert [r["name"] for r in listed] == ["dose"]
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps({"name": "evil", "label": "X", "kind": "regex", "regex": "(a)\\1"}))
+    result = runner.invoke(app, ["rules", "add", str(evil)])
+    assert result.exit_code == 2 and "linear-time regex engine" in result.stderr
+
+
+def test_console_script_exit_codes() -> None:
+    command = [str(Path(sys.executable).parent / "preannotate"), "config", "validate"]
+    assert (
+        subprocess.run([*command, str(NEWS / "project.json")], capture_output=True).returncode == 0
+    )
+    usage = subprocess.run([*command], capture_output=True, text=True)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
