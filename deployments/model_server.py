@@ -43,7 +43,7 @@ class ModelServer:
         self.pipeline = Pipeline(self.config, hub)
         report(server_id, "ready")
 
-    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.001)
     async def _annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         predictions = await asyncio.to_thread(self.pipeline.annotate, tasks)
         return [p.as_json() for p in predictions]

@@ -103,7 +103,7 @@ class Router:
         self.store = Store(database_url)
         self.hub = Hub(Path(hub_root))
         self.handles: dict[str, DeploymentHandle] = {}
-        self.ready: set[str] = set()
+        """Handles of servers seen ready; dropped on delete or when a call finds them gone."""
 
     @property
     def scheduler(self) -> Any:
@@ -180,23 +180,24 @@ class Router:
 
     def _forget(self, server_id: str) -> None:
         self.handles.pop(server_id, None)
-        self.ready.discard(server_id)
 
     async def _handle(self, server_id: str) -> DeploymentHandle:
+        """The cached handle of a ready server; the store and scheduler are asked only once."""
+        handle = self.handles.get(server_id)
+        if handle is not None:
+            return handle
         server = self.store.get_server(server_id)
         if server.deleted_at is not None:
             raise NotFound(f"server {server_id!r} was deleted")
-        if server_id not in self.ready:
-            info = await self.scheduler.get_server.remote(server_id)
-            if info["status"] != ServerStatus.READY:
-                raise ServerNotReady(
-                    f"server {server_id!r} is {info['status']}, not ready"
-                    + (f": {info['message']}" if info.get("message") else "; retry shortly")
-                )
-            self.ready.add(server_id)
-        if server_id not in self.handles:
-            self.handles[server_id] = await asyncio.to_thread(serve.get_app_handle, server_id)
-        return self.handles[server_id]
+        info = await self.scheduler.get_server.remote(server_id)
+        if info["status"] != ServerStatus.READY:
+            raise ServerNotReady(
+                f"server {server_id!r} is {info['status']}, not ready"
+                + (f": {info['message']}" if info.get("message") else "; retry shortly")
+            )
+        handle = await asyncio.to_thread(serve.get_app_handle, server_id)
+        self.handles[server_id] = handle
+        return handle
 
     @api.post("/servers/{server_id}/predict")
     async def predict(self, server_id: str, request: PredictRequest) -> dict[str, Any]:

@@ -99,3 +99,14 @@ def test_console_script_exit_codes() -> None:
     )
     usage = subprocess.run([*command], capture_output=True, text=True)
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
+
+
+def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["down"])
+    assert result.exit_code == 2 and "`preannotate up` has not run here" in result.stderr
+    expired = tmp_path / "license.json"
+    expired.write_text(
+        json.dumps({"licensee": "A", "seats": 1, "scopes": ["healthcare"], "expires": "2020-01-31"})
+    )
+    result = runner.invoke(app, ["up", "--license", str(expired)])
+    assert result.exit_code == 2 and "expired" in result.stderr
