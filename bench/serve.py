@@ -69,14 +69,15 @@ def main() -> None:
     del pipeline
 
     ray.init(num_cpus=2, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
-    url = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
-    with Client(url) as client:
+    url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
+    auth = {"Authorization": f"Bearer {token}"}
+    with Client(url, token) as client:
         created = client.create_project(project.model_dump())
         server = client.deploy(created["id"])["id"]
         client.wait_until_ready(server)
 
     path = f"/servers/{server}/predict"
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60, headers=auth) as http:
         for task in tasks[:20]:
             http.post(path, json={"tasks": [task]}).raise_for_status()
         http_latency = []
@@ -91,7 +92,7 @@ def main() -> None:
 
     def send(chunk: list[dict]) -> None:
         if not hasattr(local, "http"):
-            local.http = httpx.Client(base_url=url, timeout=60)
+            local.http = httpx.Client(base_url=url, timeout=60, headers=auth)
         local.http.post(path, json={"tasks": chunk}).raise_for_status()
 
     start = time.perf_counter()

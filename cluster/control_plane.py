@@ -18,9 +18,10 @@ from cluster.ray_cluster import (
 from configs.paths import database_url, hub_dir
 from deployments.router import Router
 from scheduler.actor import find_scheduler, start_scheduler
-from store import Store
+from store import NotFound, Store
 
 ROUTER_APP = "router"
+ADMIN = "admin"
 
 
 def free_port() -> int:
@@ -30,15 +31,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def admin_token(store: Store) -> str:
+    """A new token for the `admin` user (created on first start); tokens are stored hashed,
+    so each start prints a fresh one."""
+    try:
+        admin = store.get_user_by_name(ADMIN)
+    except NotFound:
+        admin = store.create_user(ADMIN, is_admin=True)
+    return store.issue_token(admin.id)
+
+
 def start_control_plane(
     host: str, port: int, database_url: str, hub_root: str, license: License | None
-) -> str:
-    """Bring up the API on an already connected Ray; returns its base URL."""
-    Store(database_url).close()  # create the tables before two actors open the database
+) -> tuple[str, str]:
+    """Bring up the API on an already connected Ray; returns its URL and an admin token."""
+    store = Store(database_url)  # creates the tables before two actors open the database
+    token = admin_token(store)
+    store.close()
     serve.start(http_options={"host": host, "port": port})
     start_scheduler(database_url, hub_root, license)
     serve.run(Router.bind(database_url, hub_root), name=ROUTER_APP, route_prefix="/")
-    return f"http://{host}:{port}"
+    return f"http://{host}:{port}", token
 
 
 def stop_control_plane() -> None:
@@ -51,15 +64,16 @@ def stop_control_plane() -> None:
 
 def launch(
     address: str | None, host: str, port: int, license: License | None, num_cpus: int | None
-) -> str:
-    """`preannotate up`: start a local head (no address) or join one, then the API."""
+) -> tuple[str, str]:
+    """`preannotate up`: start a local head (no address) or join one, then the API.
+    Returns the API's URL and an admin token."""
     started_head = address is None
     if address is None:
         address = start_local_head(license, num_cpus)
     connect(address)
-    url = start_control_plane(host, port, database_url(), str(hub_dir()), license)
-    remember(address, started_head, url)
-    return url
+    url, token = start_control_plane(host, port, database_url(), str(hub_dir()), license)
+    remember(address, started_head, url, token)
+    return url, token
 
 
 def shutdown() -> bool:

@@ -53,10 +53,14 @@ def stop_local_head() -> None:
     subprocess.run([ray_executable(), "stop"], capture_output=True, text=True)
 
 
-def remember(address: str, started_head: bool, url: str) -> None:
-    """What `up` did, so that `down` undoes exactly that (and leaves a joined cluster up)."""
-    state = {"address": address, "started_head": started_head, "url": url}
-    _state_file().write_text(json.dumps(state))
+def remember(address: str, started_head: bool, url: str, token: str) -> None:
+    """What `up` did, so that `down` undoes exactly that (and leaves a joined cluster up);
+    the URL and admin token let local CLI commands find the API. Readable by its owner only."""
+    state = {"address": address, "started_head": started_head, "url": url, "token": token}
+    file = _state_file()
+    file.touch(mode=0o600)
+    file.chmod(0o600)
+    file.write_text(json.dumps(state))
 
 
 def remembered() -> dict[str, Any] | None:

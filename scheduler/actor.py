@@ -1,34 +1,47 @@
 """The named, detached scheduler actor. Thin: it serializes deploys and deletes (the Serve
-controller is one actor anyway) and delegates the work to `cluster.servers`."""
+controller is one actor anyway), runs jobs as concurrent asyncio tasks, and delegates the
+work to `cluster.servers` and `scheduler.bulk`. After a restart it rebuilds its state from
+the store and resumes unfinished jobs."""
 
 import asyncio
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray import serve
 from ray.actor import ActorHandle
 
 from cluster.license import License
 from cluster.ray_cluster import NAMESPACE
-from cluster.servers import ServerManager
+from cluster.servers import DeployRefused, ServerManager
 from hub.catalog import Hub
-from store import Store
+from scheduler.bulk import BulkJob, ServerGone
+from store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 
 SCHEDULER_NAME = "preannotate-scheduler"
+READY_TIMEOUT_S = 600.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class Scheduler:
     def __init__(self, database_url: str, hub_root: str, license: License | None):
-        self.servers = ServerManager(Store(database_url), Hub(Path(hub_root)), license)
+        self.store = Store(database_url)
+        self.servers = ServerManager(self.store, Hub(Path(hub_root)), license)
         self.lock = asyncio.Lock()
+        self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob]] = {}
+        ray.get_runtime_context().current_actor.resume_jobs.remote()
 
     async def deploy(self, project_id: int) -> dict[str, Any]:
         async with self.lock:
             return await self.servers.deploy(project_id)
 
     async def delete_server(self, server_id: str) -> dict[str, Any]:
+        """Jobs on the server end as cancelled (keeping what they wrote), then it goes."""
         async with self.lock:
+            self.store.get_server(server_id)
+            for job in self.store.unfinished_jobs():
+                if job.server_id == server_id:
+                    await self._cancel(job.id, f"server {server_id} was deleted")
             return await self.servers.delete(server_id)
 
     async def list_servers(self) -> list[dict[str, Any]]:
@@ -44,6 +57,109 @@ class Scheduler:
         self, server_id: str, replica_id: str, node_id: str, state: str
     ) -> None:
         self.servers.replica_event(server_id, replica_id, node_id, state)
+
+    async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
+        if server_id is not None:
+            server = self.store.get_server(server_id)
+            if server.deleted_at is not None:
+                raise InvalidState(f"server {server_id} was deleted")
+            return server_id
+        config = self.servers.project_config(project_id)
+        for server in self.store.list_servers():
+            if server.config_hash == config.hash and server.status != ServerStatus.FAILED:
+                return server.id
+        if not deploy:
+            raise DeployRefused(
+                f"no server has project {project_id}'s current configuration; deploy one first "
+                "or ask for deploy_if_missing"
+            )
+        return (await self.deploy(project_id))["id"]
+
+    async def submit_preannotate(
+        self,
+        project_id: int,
+        task_ids: list[int] | None,
+        server_id: str | None,
+        deploy_if_missing: bool,
+    ) -> int:
+        """Queue a bulk pre-annotation job and start it; returns the job id."""
+        if task_ids:
+            ids = sorted(set(task_ids))
+            found = set()
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                found.update(t.id for t in self.store.tasks_by_ids(project_id, chunk))
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise InvalidInput(
+                    f"tasks not in project {project_id}: {', '.join(map(str, missing[:10]))}"
+                    + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                )
+            total = len(ids)
+        else:
+            ids = None
+            total = self.store.count_tasks(project_id)
+        server = await self._server_for(project_id, server_id, deploy_if_missing)
+        job = self.store.create_job(
+            project_id, JobKind.PREANNOTATE, params={"task_ids": ids}, server_id=server, total=total
+        )
+        self._start(job.id, server)
+        return job.id
+
+    def _start(self, job_id: int, server_id: str) -> None:
+        handle: list[Any] = []
+
+        async def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not handle:
+                await self._wait_ready(server_id)
+                handle.append(await asyncio.to_thread(serve.get_app_handle, server_id))
+            return await handle[0].annotate.remote(tasks)
+
+        runner = BulkJob(self.store, job_id, server_id, predict)
+        task = asyncio.create_task(runner.run())
+        task.add_done_callback(lambda _: self.jobs.pop(job_id, None))
+        self.jobs[job_id] = (task, runner)
+
+    async def _wait_ready(self, server_id: str) -> None:
+        """A job waits for a server that is still deploying or loading."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_S
+        while loop.time() < deadline:
+            state, message = await self.servers.state(server_id)
+            if state == ServerStatus.READY:
+                return
+            if state in (ServerStatus.FAILED, ServerStatus.DELETING):
+                raise ServerGone(f"server {server_id} is {state}: {message or 'no details'}")
+            await asyncio.sleep(0.5)
+        raise ServerGone(f"server {server_id} was not ready after {READY_TIMEOUT_S:.0f} s")
+
+    async def cancel_job(self, job_id: int, reason: str) -> None:
+        job = self.store.get_job(job_id)
+        if job.state not in (JobState.QUEUED, JobState.RUNNING):
+            raise InvalidState(f"job {job_id} already ended ({job.state})")
+        await self._cancel(job_id, reason)
+
+    async def _cancel(self, job_id: int, reason: str) -> None:
+        running = self.jobs.get(job_id)
+        if running is None:
+            self.store.set_job_state(job_id, JobState.CANCELLED, reason)
+            return
+        task, runner = running
+        runner.cancel_reason = reason
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def resume_jobs(self) -> list[int]:
+        """Restart the jobs a previous scheduler left unfinished; they skip finished tasks."""
+        resumed = []
+        for job in self.store.unfinished_jobs():
+            if job.id in self.jobs or job.kind != JobKind.PREANNOTATE:
+                continue
+            if job.state == JobState.RUNNING:
+                self.store.set_job_state(job.id, JobState.QUEUED)
+            self._start(job.id, job.server_id)
+            resumed.append(job.id)
+        return resumed
 
 
 def start_scheduler(database_url: str, hub_root: str, license: License | None) -> ActorHandle:

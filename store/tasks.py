@@ -93,6 +93,18 @@ class TaskOps(Database):
             get_or_raise(session, Project, project_id)
             return page_of_tasks(session, project_id, after_id, limit)
 
+    def tasks_by_ids(self, project_id: int, task_ids: Iterable[int]) -> list[Task]:
+        """The project's tasks among `task_ids`, by id; ids of other projects are left out."""
+        ids = list(task_ids)
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            query = (
+                select(Task)
+                .where(Task.project_id == project_id, Task.id.in_(ids))
+                .order_by(Task.id)
+            )
+            return list(session.scalars(query))
+
     def iter_tasks(self, project_id: int, page_size: int = DEFAULT_PAGE) -> Iterator[Task]:
         """Every task of a project, one page in memory at a time (one short read per page)."""
         page = self.tasks_page(project_id, 0, page_size)

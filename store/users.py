@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from store.db import Database, get_or_raise
-from store.errors import AlreadyExists
+from store.errors import AlreadyExists, NotFound
 from store.models import ApiToken, Membership, Project, Role, User, parse_choice
 
 _TOKEN_BYTES = 32
@@ -35,6 +35,13 @@ class UserOps(Database):
     def get_user(self, user_id: int) -> User:
         with self._read() as session:
             return get_or_raise(session, User, user_id)
+
+    def get_user_by_name(self, name: str) -> User:
+        with self._read() as session:
+            user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise NotFound(f"user {name!r} not found")
+        return user
 
     def issue_token(self, user_id: int) -> str:
         """A new API token for the user, returned in clear this once only."""

@@ -100,6 +100,7 @@ class RayCluster:
     license_node: str
     hub_root: Path
     database_url: str
+    admin_token: str
 
 
 @pytest.fixture(scope="session")
@@ -144,8 +145,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         licensee="tests", seats=1, scopes=frozenset({"healthcare"}), expires=date(2099, 12, 31)
     )
     database_url = f"sqlite:///{home / 'preannotate.sqlite'}"
-    url = start_control_plane("127.0.0.1", free_port(), database_url, str(hub_root), license)
-    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url)
+    url, token = start_control_plane("127.0.0.1", free_port(), database_url, str(hub_root), license)
+    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url, token)
     serve.shutdown()
     ray.shutdown()
     cluster.shutdown()
@@ -154,7 +155,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
 @pytest.fixture
 def api(ray_cluster: RayCluster) -> Iterator[httpx.Client]:
     """An HTTP client to the router; servers a test deployed are deleted afterwards."""
-    with httpx.Client(base_url=ray_cluster.url, timeout=120) as client:
+    headers = {"Authorization": f"Bearer {ray_cluster.admin_token}"}
+    with httpx.Client(base_url=ray_cluster.url, timeout=120, headers=headers) as client:
         yield client
         for server in client.get("/servers").json():
             client.delete(f"/servers/{server['id']}")

@@ -1,0 +1,79 @@
+"""Bulk pre-annotation jobs: start one, watch it, cancel it."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, model_validator
+
+from deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
+from store import JobState
+from store.models import Job
+
+router = APIRouter(tags=["jobs"])
+
+
+class PreannotateRequest(BaseModel):
+    task_ids: list[int] | None = Field(None, min_length=1, description="these tasks, or `all`")
+    all: bool = False
+    server_id: str | None = Field(None, description="default: the server with this configuration")
+    deploy_if_missing: bool = True
+
+    @model_validator(mode="after")
+    def _selection(self) -> "PreannotateRequest":
+        if (self.task_ids is None) == (not self.all):
+            raise ValueError("give either 'task_ids' or 'all': true")
+        return self
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The job with its rate in tasks/s since it started."""
+    data = job.as_dict()
+    rate = None
+    if job.started_at is not None:
+        end = job.finished_at or datetime.now(UTC)
+        seconds = (end - job.started_at).total_seconds()
+        rate = round((job.done + job.failed) / seconds, 2) if seconds > 0 else None
+    return data | {"rate": rate}
+
+
+@router.post("/projects/{project_id}/preannotate", status_code=202)
+async def preannotate(
+    ctx: Ctx, user: CurrentUser, project_id: int, request: PreannotateRequest
+) -> dict[str, Any]:
+    """Pre-annotate the selected tasks (or all) as a job; a server with the project's
+    configuration is used, or deployed when `deploy_if_missing`."""
+    require_role(ctx, user, project_id, MANAGE)
+    job_id = await ctx.scheduler.submit_preannotate.remote(
+        project_id, request.task_ids, request.server_id, request.deploy_if_missing
+    )
+    return job_json(ctx.store.get_job(job_id))
+
+
+@router.get("/jobs")
+async def list_jobs(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: Annotated[int | None, Query()] = None,
+    state: Annotated[JobState | None, Query()] = None,
+) -> list[dict[str, Any]]:
+    """Jobs of the projects the caller has a role in, oldest first."""
+    jobs = ctx.store.list_jobs(project_id, [state] if state else None)
+    visible = [j for j in jobs if user.is_admin or ctx.store.role_of(user.id, j.project_id) in READ]
+    return [job_json(j) for j in visible]
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+    job = ctx.store.get_job(job_id)
+    require_role(ctx, user, job.project_id, READ)
+    return job_json(job)
+
+
+@router.delete("/jobs/{job_id}")
+async def cancel_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+    """Cancel a job promptly; the predictions it already wrote stay."""
+    job = ctx.store.get_job(job_id)
+    require_role(ctx, user, job.project_id, MANAGE)
+    await ctx.scheduler.cancel_job.remote(job_id, f"cancelled by {user.name}")
+    return job_json(ctx.store.get_job(job_id))

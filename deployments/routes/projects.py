@@ -1,0 +1,133 @@
+"""Health, the Models Hub, users and roles, projects and their configurations, deploys."""
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from configs.project import ProjectConfig, parse_project_config
+from configs.validation import validate_config
+from deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
+from store import Role
+
+router = APIRouter()
+
+
+class ConfigUpdate(ProjectConfig):
+    name: str | None = None  # type: ignore[assignment]
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    is_admin: bool = False
+
+
+class Member(BaseModel):
+    user_id: int
+    role: Role
+
+
+def project_json(ctx: Ctx, project_id: int) -> dict[str, Any]:
+    project = ctx.store.get_project(project_id)
+    config = ctx.store.current_config(project_id)
+    return {
+        "id": project.id,
+        "name": project.name,
+        "created_at": project.created_at.isoformat(),
+        "config_version": config.version if config else None,
+        "config_hash": config.config_hash if config else None,
+    }
+
+
+def _save_config(ctx: Ctx, project_id: int, config: ProjectConfig) -> dict[str, Any]:
+    validated = validate_config(config, ctx.hub)
+    ctx.store.set_config(project_id, config.model_dump(), validated.hash)
+    return project_json(ctx, project_id)
+
+
+@router.get("/health", tags=["cluster"])
+async def health(ctx: Ctx) -> dict[str, Any]:
+    return {"status": "UP", "servers": len(ctx.store.list_servers())}
+
+
+@router.get("/models", tags=["hub"])
+async def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
+    """The Models Hub, with each model's predefined labels."""
+    return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
+
+
+@router.get("/me", tags=["users"])
+async def me(user: CurrentUser) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "is_admin": user.is_admin}
+
+
+@router.post("/users", status_code=201, tags=["users"])
+async def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
+    """Create a user and their first API token (shown this once). Admins only."""
+    if not user.is_admin:
+        raise HTTPException(403, f"user '{user.name}' is not an admin; only admins create users")
+    created = ctx.store.create_user(new.name, is_admin=new.is_admin)
+    token = ctx.store.issue_token(created.id)
+    return {"id": created.id, "name": created.name, "is_admin": created.is_admin, "token": token}
+
+
+@router.put("/projects/{project_id}/members", tags=["users"])
+async def set_member(
+    ctx: Ctx, user: CurrentUser, project_id: int, member: Member
+) -> dict[str, Any]:
+    """Give a user a role in the project (Owners and admins)."""
+    require_role(ctx, user, project_id, {Role.OWNER.value})
+    ctx.store.set_role(member.user_id, project_id, member.role.value)
+    return {"user_id": member.user_id, "project_id": project_id, "role": member.role.value}
+
+
+@router.post("/projects", status_code=201, tags=["projects"])
+async def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[str, Any]:
+    """Create a project with its configuration; the caller becomes its Owner."""
+    validate_config(config, ctx.hub)
+    project = ctx.store.create_project(config.name)
+    ctx.store.set_role(user.id, project.id, Role.OWNER.value)
+    return _save_config(ctx, project.id, config)
+
+
+@router.get("/projects", tags=["projects"])
+async def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
+    """The projects the caller has a role in (all of them for admins)."""
+    visible = [
+        p
+        for p in ctx.store.list_projects()
+        if user.is_admin or ctx.store.role_of(user.id, p.id) is not None
+    ]
+    return [project_json(ctx, p.id) for p in visible]
+
+
+@router.get("/projects/{project_id}", tags=["projects"])
+async def get_project(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+    require_role(ctx, user, project_id, {*MANAGE, Role.ANNOTATOR.value})
+    return project_json(ctx, project_id)
+
+
+@router.put("/projects/{project_id}/config", tags=["projects"])
+async def set_config(
+    ctx: Ctx, user: CurrentUser, project_id: int, update: ConfigUpdate
+) -> dict[str, Any]:
+    """Replace the configuration (validated first: 422 with every problem found)."""
+    require_role(ctx, user, project_id, MANAGE)
+    project = ctx.store.get_project(project_id)
+    data = update.model_dump() | {"name": update.name or project.name}
+    return _save_config(ctx, project_id, parse_project_config(data))
+
+
+@router.post("/projects/{project_id}/deploy", status_code=202, tags=["servers"])
+async def deploy(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+    """Deploy the project's configuration (or share a server that has it); 409 with what is
+    missing and which servers could be deleted when the cluster cannot take it."""
+    require_role(ctx, user, project_id, MANAGE)
+    return await ctx.scheduler.deploy.remote(project_id)
+
+
+@router.get("/projects/{project_id}/preannotate/options", tags=["servers"])
+async def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+    """What the Pre-Annotate dialog shows: usable servers, and whether one can be deployed."""
+    require_role(ctx, user, project_id, MANAGE)
+    return await ctx.scheduler.preannotate_options.remote(project_id)

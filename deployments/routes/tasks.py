@@ -1,0 +1,150 @@
+"""Tasks: import, list, prediction versions and their comparison, completions, export."""
+
+import io
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, model_validator
+
+from deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
+from store import InvalidInput
+
+router = APIRouter(tags=["tasks"])
+SPOOL_BYTES = 8 << 20
+CONTENT_FORMATS = {
+    "application/json": "json",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "text/csv": "csv",
+}
+
+
+class CompletionRequest(BaseModel):
+    """Either an editable copy of a prediction, or a result written by the annotator."""
+
+    from_prediction: int | None = None
+    result: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CompletionRequest":
+        if (self.from_prediction is None) == (self.result is None):
+            raise ValueError("give exactly one of 'from_prediction' and 'result'")
+        return self
+
+
+def _task_project(ctx: Ctx, task_id: int) -> int:
+    return ctx.store.get_task(task_id).project_id
+
+
+@router.post("/projects/{project_id}/tasks", status_code=201)
+async def import_tasks(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: int,
+    request: Request,
+    format: Annotated[Literal["json", "jsonl", "csv"] | None, Query()] = None,
+) -> dict[str, Any]:
+    """Import tasks from the request body (JSON list, JSONL or CSV with a `text` column),
+    all or nothing; the body is spooled to disk, so large imports do not sit in memory."""
+    require_role(ctx, user, project_id, MANAGE)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    fmt = format or CONTENT_FORMATS.get(content_type)
+    if fmt is None:
+        raise InvalidInput(
+            "say the format with ?format=json|jsonl|csv or a Content-Type of "
+            + ", ".join(CONTENT_FORMATS)
+        )
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
+        added = ctx.store.import_tasks(project_id, text, fmt)
+    return {"count": added.count, "first_id": added.first_id, "last_id": added.last_id}
+
+
+@router.get("/projects/{project_id}/tasks")
+async def list_tasks(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: int,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """A page of tasks with their prediction and completion counts (keyset paging)."""
+    require_role(ctx, user, project_id, READ)
+    page = ctx.store.task_summaries(project_id, after_id, limit)
+    return {
+        "tasks": [
+            {"id": t.id, "data": t.data, "predictions": t.predictions, "completions": t.completions}
+            for t in page
+        ],
+        "next_after_id": page[-1].id if len(page) == limit else None,
+    }
+
+
+@router.get("/tasks/{task_id}/predictions")
+async def predictions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+    """Every prediction version of the task, oldest first (predictions are never edited)."""
+    require_role(ctx, user, _task_project(ctx, task_id), READ)
+    return [p.as_dict() for p in ctx.store.predictions_for_task(task_id)]
+
+
+@router.get("/predictions/compare")
+async def compare(
+    ctx: Ctx, user: CurrentUser, a: Annotated[int, Query()], b: Annotated[int, Query()]
+) -> dict[str, Any]:
+    """What changed from prediction `a` to prediction `b`: added, removed, changed items."""
+    for prediction_id in (a, b):
+        task_id = ctx.store.get_prediction(prediction_id).task_id
+        require_role(ctx, user, _task_project(ctx, task_id), READ)
+    return ctx.store.compare_predictions(a, b)
+
+
+@router.post("/tasks/{task_id}/completions", status_code=201)
+async def create_completion(
+    ctx: Ctx, user: CurrentUser, task_id: int, body: CompletionRequest
+) -> dict[str, Any]:
+    """A human annotation; `from_prediction` makes an editable copy of that prediction."""
+    require_role(ctx, user, _task_project(ctx, task_id), READ)
+    if (
+        body.from_prediction is not None
+        and ctx.store.get_prediction(body.from_prediction).task_id != task_id
+    ):
+        raise InvalidInput(
+            f"prediction {body.from_prediction} is not a prediction of task {task_id}"
+        )
+    completion = ctx.store.create_completion(
+        task_id, body.result, copied_from=body.from_prediction, created_by=user.id
+    )
+    return completion.as_dict()
+
+
+@router.get("/tasks/{task_id}/completions")
+async def completions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+    require_role(ctx, user, _task_project(ctx, task_id), READ)
+    return [c.as_dict() for c in ctx.store.completions_for_task(task_id)]
+
+
+@router.get("/projects/{project_id}/export")
+async def export(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: int,
+    format: Annotated[Literal["generative-ai-lab", "label-studio"], Query()] = "generative-ai-lab",
+) -> StreamingResponse:
+    """The project as one JSON list of tasks with predictions and completions, streamed."""
+    require_role(ctx, user, project_id, READ)
+    tasks = ctx.store.export_project(project_id, format)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"["
+        for i, task in enumerate(tasks):
+            yield (b"," if i else b"") + json.dumps(task).encode()
+        yield b"]"
+
+    return StreamingResponse(body(), media_type="application/json")

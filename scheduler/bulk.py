@@ -1,0 +1,162 @@
+"""Bulk pre-annotation jobs: stream a job's tasks to a server and store its predictions.
+
+Tasks are read a page at a time and sent in batches with a bounded number in flight, so
+memory does not grow with the job; each batch's predictions are written in one
+transaction. A task the pipeline fails on is sent again a few times, then recorded as
+failed while the job goes on. A batch whose replica died is resent until the server has
+a replica again. The store skips (task, job) pairs already written, and a resumed job
+skips tasks that already have its prediction: nothing is lost or written twice.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
+from typing import Any
+
+from store import JobState, Store
+from store.models import Job, Task
+
+Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+PAGE_SIZE = 1024
+BATCH_SIZE = 64
+IN_FLIGHT = 4
+TASK_ATTEMPTS = 3
+"""How often a task the pipeline failed on is tried before it is recorded as failed."""
+CALL_RETRY_S = 120.0
+"""How long a batch is resent while its server has no live replica (e.g. one was killed)."""
+
+
+class ServerGone(Exception):
+    """The job's server was deleted: the job ends as cancelled, with this reason."""
+
+
+def _chunks(items: list[Task], size: int) -> Iterator[list[Task]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class BulkJob:
+    def __init__(
+        self,
+        store: Store,
+        job_id: int,
+        server_id: str,
+        predict: Predict,
+        batch_size: int = BATCH_SIZE,
+        in_flight: int = IN_FLIGHT,
+    ):
+        self.store = store
+        self.job_id = job_id
+        self.server_id = server_id
+        self.predict = predict
+        self.batch_size = batch_size
+        self.slots = asyncio.Semaphore(in_flight)
+        self.pending: set[asyncio.Task[None]] = set()
+        self.config_hash = ""
+        self.cancel_reason = "cancelled"
+
+    def _pages(self, job: Job) -> Iterator[list[Task]]:
+        """The job's tasks a page at a time: the selected ids, or the whole project."""
+        selected = job.params.get("task_ids")
+        if selected:
+            ordered = sorted(selected)
+            for start in range(0, len(ordered), PAGE_SIZE):
+                yield self.store.tasks_by_ids(job.project_id, ordered[start : start + PAGE_SIZE])
+            return
+        after = 0
+        while page := self.store.tasks_page(job.project_id, after, PAGE_SIZE):
+            yield page
+            after = page[-1].id
+
+    async def run(self) -> None:
+        job = self.store.get_job(self.job_id)
+        if job.state != JobState.RUNNING:
+            self.store.set_job_state(self.job_id, JobState.RUNNING)
+        try:
+            for page in self._pages(job):
+                written = self.store.task_ids_with_job_prediction(self.job_id, [t.id for t in page])
+                todo = [t for t in page if t.id not in written]
+                for batch in _chunks(todo, self.batch_size):
+                    await self.slots.acquire()
+                    task = asyncio.create_task(self._batch(batch))
+                    self.pending.add(task)
+                    task.add_done_callback(self._finished)
+            await asyncio.gather(*self.pending)
+        except asyncio.CancelledError:
+            await self._stop(JobState.CANCELLED, self.cancel_reason)
+            raise
+        except ServerGone as exc:
+            await self._stop(JobState.CANCELLED, str(exc))
+            return
+        except Exception as exc:
+            await self._stop(JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        self.slots.release()
+
+    async def _stop(self, state: JobState, reason: str) -> None:
+        for task in list(self.pending):
+            task.cancel()
+        await asyncio.gather(*self.pending, return_exceptions=True)
+        self.store.set_job_state(self.job_id, state, reason)
+
+    async def _call(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send a batch; while the server has no live replica, wait and resend."""
+        deadline = time.monotonic() + CALL_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                return await self.predict(tasks)
+            except (asyncio.CancelledError, ServerGone):
+                raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+
+    async def _batch(self, batch: list[Task]) -> None:
+        todo = {t.id: {"id": t.id, "data": t.data} for t in batch}
+        errors: dict[int, str] = {}
+        for _ in range(TASK_ATTEMPTS):
+            try:
+                predictions = await self._call(list(todo.values()))
+            except (asyncio.CancelledError, ServerGone):
+                raise
+            except Exception as exc:
+                errors.update({task_id: f"{type(exc).__name__}: {exc}" for task_id in todo})
+                break
+            rows = []
+            for prediction in predictions:
+                task_id = prediction["task_id"]
+                if prediction.get("error"):
+                    errors[task_id] = prediction["error"]
+                    continue
+                errors.pop(task_id, None)
+                todo.pop(task_id)
+                rows.append(
+                    {
+                        "task_id": task_id,
+                        "job_id": self.job_id,
+                        "server_id": self.server_id,
+                        "result": prediction["result"],
+                        "score": prediction["score"],
+                        "model_version": prediction["model_version"],
+                        "config_hash": prediction["model_version"],
+                    }
+                )
+            written = await asyncio.to_thread(self.store.add_predictions, rows) if rows else 0
+            if written:
+                await asyncio.to_thread(self.store.record_job_progress, self.job_id, done=written)
+            if not todo:
+                return
+        failures = [{"task_id": task_id, "error": errors[task_id]} for task_id in todo]
+        await asyncio.to_thread(
+            self.store.record_job_progress, self.job_id, failed=len(failures), errors=failures
+        )
