@@ -68,7 +68,13 @@ def main() -> None:
     direct_rate = len(tasks) / (time.perf_counter() - start)
     del pipeline
 
-    ray.init(num_cpus=2, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
     auth = {"Authorization": f"Bearer {token}"}
     with Client(url, token) as client:

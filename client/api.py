@@ -1,11 +1,39 @@
-"""A typed Python client for the HTTP API."""
+"""A typed Python client for the HTTP API.
 
+Answers stay plain JSON (`dict`/`list`), the same shapes the API documents, so a script can
+pass them on or print them without conversion. Every 4xx/5xx answer becomes an `ApiError`
+carrying the server's message; transport problems surface as `httpx.TransportError`.
+"""
+
+import os
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "PREANNOTATE_URL"
+TOKEN_ENV = "PREANNOTATE_TOKEN"
+
+TASK_FORMATS: dict[str, str] = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
+"""Task file suffix -> the `format` the import endpoint expects."""
+
+CONTENT_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv",
+}
+FINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+STREAM_CHUNK = 1 << 16
+
+Json = dict[str, Any]
 
 
 class ApiError(Exception):
@@ -18,10 +46,73 @@ class ApiError(Exception):
         super().__init__(f"{status_code}: {detail}")
 
 
+def _raise_for_status(response: httpx.Response) -> None:
+    """Turn an error answer into an ApiError with the server's `detail` (or its raw text)."""
+    if not response.is_error:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"detail": response.text}
+    raise ApiError(response.status_code, _detail_text(body.get("detail", response.text)), body)
+
+
+def _detail_text(detail: Any) -> str:
+    """The message of an error body; FastAPI's request validation gives a list of
+    `{loc, msg}` problems, which read better as `where: what` than as a Python repr."""
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail
+        )
+    return str(detail)
+
+
+def task_format(path: Path) -> str:
+    """The import `format` of a task file, from its suffix; the server cannot guess it from a
+    raw body, so an unknown suffix is refused here before anything is sent."""
+    fmt = TASK_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ApiError(400, f"{path}: cannot tell the format; use .json, .jsonl or .csv")
+    return fmt
+
+
+def connection_settings(url: str | None = None, token: str | None = None) -> tuple[str, str | None]:
+    """The API address and token: given values, else the environment, else what
+    `preannotate up` remembered, else the default local address.
+
+    The remembered token is only used for the remembered URL, so it is never sent to
+    another server.
+    """
+    url = url or os.environ.get(URL_ENV)
+    token = token or os.environ.get(TOKEN_ENV)
+    if url and token:
+        return url, token
+    from cluster.ray_cluster import remembered  # imports Ray: only when it is needed
+
+    running = remembered() or {}
+    url = url or running.get("url") or DEFAULT_URL
+    if token is None and url == running.get("url"):
+        token = running.get("token")
+    return url, token
+
+
 class Client:
+    """One connection to the API; use it as a context manager to close it."""
+
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, token: str | None = None) -> "Client":
+        """A client for the configured API: see `connection_settings`."""
+        return cls(*connection_settings(url, token))
 
     def __enter__(self) -> "Client":
         return self
@@ -31,56 +122,107 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
-        if response.is_error:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text}
-            detail = body.get("detail", response.text)
-            raise ApiError(
-                response.status_code, detail if isinstance(detail, str) else str(detail), body
-            )
+        _raise_for_status(response)
         return response.json()
 
-    def health(self) -> dict[str, Any]:
+    # -- cluster and users ---------------------------------------------------------------
+
+    def health(self) -> Json:
         return self._call("GET", "/health")
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[Json]:
         return self._call("GET", "/models")
 
-    def create_project(self, config: dict[str, Any]) -> dict[str, Any]:
+    def me(self) -> Json:
+        """The caller: `{id, name, is_admin}`."""
+        return self._call("GET", "/me")
+
+    def create_user(self, name: str, is_admin: bool = False) -> Json:
+        """A new user (admins only); the answer holds its API token, shown only this once."""
+        return self._call("POST", "/users", json={"name": name, "is_admin": is_admin})
+
+    # -- projects ------------------------------------------------------------------------
+
+    def create_project(self, config: Json) -> Json:
         return self._call("POST", "/projects", json=config)
 
-    def projects(self) -> list[dict[str, Any]]:
+    def projects(self) -> list[Json]:
         return self._call("GET", "/projects")
 
-    def project(self, project_id: int) -> dict[str, Any]:
+    def project(self, project_id: int) -> Json:
         return self._call("GET", f"/projects/{project_id}")
 
-    def set_config(self, project_id: int, config: dict[str, Any]) -> dict[str, Any]:
+    def resolve_project(self, ref: str | int) -> int:
+        """The id of a project given by id or by (unique) name, as users type it; a name made
+        of digits only is read as an id."""
+        if isinstance(ref, int) or ref.isdecimal():
+            return int(ref)
+        for project in self.projects():
+            if project["name"] == ref:
+                return project["id"]
+        raise ApiError(404, f"no project named {ref!r}")
+
+    def set_config(self, project_id: int, config: Json) -> Json:
         return self._call("PUT", f"/projects/{project_id}/config", json=config)
 
-    def deploy(self, project_id: int) -> dict[str, Any]:
+    def set_member(self, project_id: int, user_id: int, role: str) -> Json:
+        """Give a user a role (`owner`, `manager` or `annotator`) in a project."""
+        return self._call(
+            "PUT", f"/projects/{project_id}/members", json={"user_id": user_id, "role": role}
+        )
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def import_tasks(self, project_id: int, path: Path) -> Json:
+        """Upload a task file as it is, streamed from disk so its size does not matter here:
+        `{count, first_id, last_id}`."""
+        fmt = task_format(path)
+        with Path(path).open("rb") as body:
+            return self._call(
+                "POST",
+                f"/projects/{project_id}/tasks",
+                params={"format": fmt},
+                content=body,
+                headers={"Content-Type": CONTENT_TYPES[fmt]},
+            )
+
+    def tasks(self, project_id: int, after_id: int = 0, limit: int = 100) -> Json:
+        """One page: `{"tasks": [...], "next_after_id": int | None}`."""
+        return self._call(
+            "GET", f"/projects/{project_id}/tasks", params={"after_id": after_id, "limit": limit}
+        )
+
+    def iter_tasks(self, project_id: int, limit: int = 100) -> Iterator[Json]:
+        """Every task of a project, page by page, without holding them all."""
+        after_id: int | None = 0
+        while after_id is not None:
+            page = self.tasks(project_id, after_id=after_id, limit=limit)
+            yield from page["tasks"]
+            after_id = page["next_after_id"]
+
+    # -- servers -------------------------------------------------------------------------
+
+    def deploy(self, project_id: int) -> Json:
         return self._call("POST", f"/projects/{project_id}/deploy")
 
-    def preannotate_options(self, project_id: int) -> dict[str, Any]:
+    def preannotate_options(self, project_id: int) -> Json:
         return self._call("GET", f"/projects/{project_id}/preannotate/options")
 
-    def servers(self) -> list[dict[str, Any]]:
+    def servers(self) -> list[Json]:
         return self._call("GET", "/servers")
 
-    def server(self, server_id: str) -> dict[str, Any]:
+    def server(self, server_id: str) -> Json:
         return self._call("GET", f"/servers/{server_id}")
 
-    def delete_server(self, server_id: str) -> dict[str, Any]:
+    def delete_server(self, server_id: str) -> Json:
         return self._call("DELETE", f"/servers/{server_id}")
 
-    def predict(self, server_id: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(self, server_id: str, tasks: list[Json]) -> list[Json]:
         return self._call("POST", f"/servers/{server_id}/predict", json={"tasks": tasks})[
             "predictions"
         ]
 
-    def wait_until_ready(self, server_id: str, timeout: float = 300) -> dict[str, Any]:
+    def wait_until_ready(self, server_id: str, timeout: float = 300) -> Json:
         """Poll until the server is ready; raise ApiError when it fails or time runs out."""
         deadline = time.monotonic() + timeout
         while True:
@@ -92,3 +234,96 @@ class Client:
                     409, f"server {server_id} is {server['status']}: {server.get('message')}"
                 )
             time.sleep(0.5)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def preannotate(
+        self,
+        project_id: int,
+        task_ids: list[int] | None = None,
+        server_id: str | None = None,
+        deploy_if_missing: bool = True,
+    ) -> Json:
+        """Start a bulk pre-annotation job over the given tasks (all tasks when None)."""
+        body = {
+            "task_ids": task_ids,
+            "all": task_ids is None,
+            "server_id": server_id,
+            "deploy_if_missing": deploy_if_missing,
+        }
+        return self._call("POST", f"/projects/{project_id}/preannotate", json=body)
+
+    def jobs(self, project_id: int | None = None, state: str | None = None) -> list[Json]:
+        """Jobs, optionally only one project's or only those in one state."""
+        filters = {"project_id": project_id, "state": state}
+        return self._call(
+            "GET", "/jobs", params={k: v for k, v in filters.items() if v is not None}
+        )
+
+    def job(self, job_id: int) -> Json:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: int) -> Json:
+        return self._call("DELETE", f"/jobs/{job_id}")
+
+    def wait_for_job(
+        self,
+        job_id: int,
+        on_progress: Callable[[Json], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> Json:
+        """Poll a job until it succeeds, fails or is cancelled; `on_progress` sees every poll."""
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["state"] in FINAL_JOB_STATES:
+                return job
+            time.sleep(poll_s)
+
+    # -- predictions and completions -----------------------------------------------------
+
+    def predictions(self, task_id: int) -> list[Json]:
+        """Every prediction version of a task."""
+        return self._call("GET", f"/tasks/{task_id}/predictions")
+
+    def compare(self, a: int, b: int) -> Json:
+        """What changed between two predictions: `{added, removed, changed, unchanged}`."""
+        return self._call("GET", "/predictions/compare", params={"a": a, "b": b})
+
+    def create_completion(
+        self, task_id: int, from_prediction: int | None = None, result: list[Json] | None = None
+    ) -> Json:
+        """A human annotation: an editable copy of a prediction, or a result given here."""
+        if (from_prediction is None) == (result is None):
+            raise ValueError("give exactly one of from_prediction and result")
+        body = {"from_prediction": from_prediction} if result is None else {"result": result}
+        return self._call("POST", f"/tasks/{task_id}/completions", json=body)
+
+    def completions(self, task_id: int) -> list[Json]:
+        return self._call("GET", f"/tasks/{task_id}/completions")
+
+    # -- export --------------------------------------------------------------------------
+
+    def export(self, project_id: int, fmt: str, path: Path) -> int:
+        """Stream a project export into `path` and return its size in bytes.
+
+        The answer may be larger than memory, so it is written chunk by chunk to a `.part`
+        file that replaces `path` only when complete: a failed export leaves no torn file.
+        """
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")
+        url = f"/projects/{project_id}/export"
+        with self.http.stream("GET", url, params={"format": fmt}) as response:
+            if response.is_error:
+                response.read()
+                _raise_for_status(response)
+            try:
+                with partial.open("wb") as sink:
+                    for chunk in response.iter_bytes(STREAM_CHUNK):
+                        sink.write(chunk)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        partial.replace(path)
+        return path.stat().st_size

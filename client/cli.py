@@ -209,10 +209,12 @@ def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
     ]
 
 
-def _demo_over_http(url: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]) -> None:
+def _demo_over_http(
+    url: str, token: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]
+) -> None:
     from client.api import ApiError, Client
 
-    with Client(url) as client:
+    with Client(url, token) as client:
         known = {p["name"]: p["id"] for p in client.projects()}
         for config, tasks in examples:
             body = config.project.model_dump()
@@ -256,12 +258,12 @@ def demo(
             return
         running = remembered()
         if running is not None:
-            _demo_over_http(running["url"], examples)
+            _demo_over_http(running["url"], running["token"], examples)
             return
         with err.status("starting a local Ray cluster and the API"):
-            url = launch(None, "127.0.0.1", free_port(), None, None)
+            url, token = launch(None, "127.0.0.1", free_port(), None, None)
         try:
-            _demo_over_http(url, examples)
+            _demo_over_http(url, token, examples)
         finally:
             if not keep:
                 with err.status("stopping the cluster"):
@@ -291,8 +293,9 @@ def up(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     with err.status("starting Ray and the API"):
-        url = launch(address, host, port, loaded, num_cpus)
+        url, token = launch(address, host, port, loaded, num_cpus)
     out.print(f"API at {url} (docs at {url}/docs); stop with `preannotate down`")
+    out.print(f"admin token (shown once; local CLI commands use it already): {token}")
 
 
 @app.command()
@@ -306,3 +309,6 @@ def down() -> None:
         err.print("[red]error:[/red] nothing to stop: `preannotate up` has not run here")
         raise typer.Exit(2)
     out.print("stopped")
+
+
+import client.remote  # noqa: E402, F401  (adds the commands that talk to the API)

@@ -31,14 +31,15 @@ def _state_file() -> Path:
 
 
 def start_local_head(license: License | None, num_cpus: int | None = None) -> str:
-    """`ray start --head` with the license's tokens; it outlives this process until `down`."""
+    """`ray start --head` with the license's tokens; it outlives this process until `down`.
+    Its dashboard (127.0.0.1:8265) accepts `ray job submit`."""
     resources = license.resources() if license else {}
     command = [
         ray_executable(),
         "start",
         "--head",
         "--disable-usage-stats",
-        "--include-dashboard=false",
+        "--dashboard-host=127.0.0.1",
         f"--resources={json.dumps(resources)}",
     ]
     if num_cpus is not None:

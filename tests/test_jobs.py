@@ -18,16 +18,24 @@ from tests.conftest import RayCluster, labels_xml
 WORDS = ["Barack Obama", "Angela Merkel", "Paris", "Google", "the United Nations", "Tokyo"]
 
 
-def make_project(api: httpx.Client, tasks: int, labels: tuple[str, ...] = ("PERSON", "GPE"),
-                 extra: list[dict] | None = None) -> int:
+def make_project(
+    api: httpx.Client,
+    tasks: int,
+    labels: tuple[str, ...] = ("PERSON", "GPE"),
+    extra: list[dict] | None = None,
+) -> int:
     config = {
         "name": f"jobs-{uuid.uuid4().hex[:8]}",
-        "labeling_config": labels_xml(*(f'value="{lab}" model="ner_general_en_sm"' for lab in labels)),
+        "labeling_config": labels_xml(
+            *(f'value="{lab}" model="ner_general_en_sm"' for lab in labels)
+        ),
         "resources": {"num_cpus": 0.5},
     }
     project = api.post("/projects", json=config).json()["id"]
-    rows = [{"data": {"text": f"{WORDS[i % 6]} visited {WORDS[(i + 2) % 6]} on day {i}."}}
-            for i in range(tasks)] + (extra or [])
+    rows = [
+        {"data": {"text": f"{WORDS[i % 6]} visited {WORDS[(i + 2) % 6]} on day {i}."}}
+        for i in range(tasks)
+    ] + (extra or [])
     body = "\n".join(json.dumps(r) for r in rows).encode()
     imported = api.post(f"/projects/{project}/tasks?format=jsonl", content=body)
     assert imported.status_code == 201 and imported.json()["count"] == len(rows), imported.text
@@ -60,7 +68,9 @@ def wait_progress(api: httpx.Client, job_id: int, done: int) -> None:
 def prediction_counts(api: httpx.Client, project: int) -> list[int]:
     counts, after = [], 0
     while after is not None:
-        page = api.get(f"/projects/{project}/tasks", params={"after_id": after, "limit": 1000}).json()
+        page = api.get(
+            f"/projects/{project}/tasks", params={"after_id": after, "limit": 1000}
+        ).json()
         counts += [t["predictions"] for t in page["tasks"]]
         after = page["next_after_id"]
     return counts
@@ -77,10 +87,18 @@ def test_job_predicts_every_task_once_and_reruns_add_versions(api: httpx.Client)
     first_task = api.get(f"/projects/{project}/tasks", params={"limit": 1}).json()["tasks"][0]["id"]
     v1, v2 = api.get(f"/tasks/{first_task}/predictions").json()
     assert (v1["version"], v2["version"]) == (1, 2)
-    assert api.get("/predictions/compare", params={"a": v1["id"], "b": v2["id"]}).json()["added"] == []
+    assert (
+        api.get("/predictions/compare", params={"a": v1["id"], "b": v2["id"]}).json()["added"] == []
+    )
 
-    config = {"labeling_config": labels_xml(*(f'value="{lab}" model="ner_general_en_sm"'
-                                              for lab in ("PERSON", "GPE", "ORG", "DATE")))}
+    config = {
+        "labeling_config": labels_xml(
+            *(
+                f'value="{lab}" model="ner_general_en_sm"'
+                for lab in ("PERSON", "GPE", "ORG", "DATE")
+            )
+        )
+    }
     assert api.put(f"/projects/{project}/config", json=config).status_code == 200
     third = wait_job(api, run_job(api, project, task_ids=[first_task])["id"])
     assert third["state"] == "succeeded" and third["server_id"] != job["server_id"]
@@ -88,7 +106,9 @@ def test_job_predicts_every_task_once_and_reruns_add_versions(api: httpx.Client)
     diff = api.get("/predictions/compare", params={"a": v2["id"], "b": v3["id"]}).json()
     assert {i["value"]["labels"][0] for i in diff["added"]} == {"DATE"} and not diff["removed"]
     completion = api.post(f"/tasks/{first_task}/completions", json={"from_prediction": v3["id"]})
-    assert completion.status_code == 201 and completion.json()["copied_from_prediction_id"] == v3["id"]
+    assert (
+        completion.status_code == 201 and completion.json()["copied_from_prediction_id"] == v3["id"]
+    )
     exported = api.get(f"/projects/{project}/export").json()
     assert len(exported) == 2000 and len(exported[0]["predictions"]) == 3
     assert exported[0]["completions"][0]["copied_from"] == f"prediction: {v3['id']}"
@@ -118,7 +138,10 @@ def test_deleting_the_server_cancels_its_job_and_keeps_predictions(api: httpx.Cl
     wait_progress(api, job["id"], 200)
     assert api.delete(f"/servers/{job['server_id']}").status_code == 200
     final = wait_job(api, job["id"])
-    assert final["state"] == "cancelled" and final["reason"] == f"server {job['server_id']} was deleted"
+    assert (
+        final["state"] == "cancelled"
+        and final["reason"] == f"server {job['server_id']} was deleted"
+    )
     counts = prediction_counts(api, project)
     assert sum(counts) == final["done"] >= 200 and set(counts) == {0, 1}
 
@@ -134,7 +157,10 @@ def test_two_projects_run_jobs_at_the_same_time(api: httpx.Client) -> None:
     done = [wait_job(api, j["id"]) for j in jobs]
     assert [j["state"] for j in done] == ["succeeded", "succeeded"]
     assert done[0]["server_id"] != done[1]["server_id"]
-    assert done[0]["started_at"] < done[1]["finished_at"] and done[1]["started_at"] < done[0]["finished_at"]
+    assert (
+        done[0]["started_at"] < done[1]["finished_at"]
+        and done[1]["started_at"] < done[0]["finished_at"]
+    )
 
 
 def test_a_failing_task_is_recorded_while_the_others_succeed(api: httpx.Client) -> None:
@@ -152,7 +178,9 @@ def test_cancel_stops_the_job_and_keeps_what_was_written(api: httpx.Client) -> N
     cancelled = api.delete(f"/jobs/{job['id']}").json()
     assert cancelled["state"] == "cancelled" and cancelled["reason"] == "cancelled by admin"
     time.sleep(1)
-    assert sum(prediction_counts(api, project)) == api.get(f"/jobs/{job['id']}").json()["done"] < 3000
+    assert (
+        sum(prediction_counts(api, project)) == api.get(f"/jobs/{job['id']}").json()["done"] < 3000
+    )
     assert api.delete(f"/jobs/{job['id']}").status_code == 409
 
 
@@ -161,8 +189,11 @@ def test_roles_are_enforced(api: httpx.Client, ray_cluster: RayCluster) -> None:
     annotator = api.post("/users", json={"name": f"ann-{uuid.uuid4().hex[:6]}"}).json()
     api.put(f"/projects/{project}/members", json={"user_id": annotator["id"], "role": "annotator"})
     server = api.post(f"/projects/{project}/deploy").json()
-    with httpx.Client(base_url=ray_cluster.url, timeout=60,
-                      headers={"Authorization": f"Bearer {annotator['token']}"}) as ann:
+    with httpx.Client(
+        base_url=ray_cluster.url,
+        timeout=60,
+        headers={"Authorization": f"Bearer {annotator['token']}"},
+    ) as ann:
         assert ann.post(f"/projects/{project}/deploy").status_code == 403
         assert ann.post(f"/projects/{project}/preannotate", json={"all": True}).status_code == 403
         assert ann.delete(f"/servers/{server['id']}").status_code == 403
@@ -184,7 +215,9 @@ def test_bad_job_requests_are_refused(api: httpx.Client) -> None:
     assert api.post(f"/projects/{project}/preannotate", json={}).status_code == 422
     missing = api.post(f"/projects/{project}/preannotate", json={"task_ids": [999_999]})
     assert missing.status_code == 400 and "999999" in missing.json()["detail"]
-    bad_import = api.post(f"/projects/{project}/tasks?format=jsonl", content=b'{"data": {"text": "a"}}\n{oops')
+    bad_import = api.post(
+        f"/projects/{project}/tasks?format=jsonl", content=b'{"data": {"text": "a"}}\n{oops'
+    )
     assert bad_import.status_code == 400 and "line 2" in bad_import.json()["detail"]
     assert api.get(f"/projects/{project}/tasks").json()["tasks"].__len__() == 3
     assert api.get("/jobs/999999").status_code == 404
@@ -205,10 +238,15 @@ def test_bulk_job_as_a_ray_job(api: httpx.Client, ray_cluster: RayCluster) -> No
     name = api.get(f"/projects/{project}").json()["name"]
     cli = Path(sys.executable).parent / "preannotate"
     client = JobSubmissionClient("http://127.0.0.1:8265")
-    job = client.submit_job(entrypoint=f"{cli} run {name} --url {ray_cluster.url} "
-                                       f"--token {ray_cluster.admin_token}")
+    job = client.submit_job(
+        entrypoint=f"{cli} run {name} --url {ray_cluster.url} --token {ray_cluster.admin_token}"
+    )
     deadline = time.monotonic() + 300
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    while client.get_job_status(job) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
         assert time.monotonic() < deadline
         time.sleep(1)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)

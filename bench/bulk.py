@@ -1,0 +1,148 @@
+"""Bulk pre-annotation through the whole path vs the pipeline in one process, and the
+job's peak memory for a small and a large job.
+
+Run: `.venv/bin/python bench/bulk.py [--tasks 10000] [--small 1000] [--large 100000]`.
+In one run it measures: tasks/s of the annotators pipeline called directly (batches of
+64); tasks/s of a bulk job (store -> scheduler -> server -> store) with one replica and
+with two replicas; and the peak memory (RSS) of the scheduler process, where jobs run,
+during a job over `--small` and over `--large` tasks.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("PREANNOTATE_HOME", tempfile.mkdtemp(prefix="preannotate-bench-"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from annotators.pipeline import Pipeline  # noqa: E402
+from bench.workload import EXAMPLES, example_tasks  # noqa: E402
+from client.api import Client  # noqa: E402
+from cluster.control_plane import free_port, start_control_plane  # noqa: E402
+from cluster.ray_cluster import NAMESPACE  # noqa: E402
+from configs.paths import database_url, hub_dir  # noqa: E402
+from configs.project import load_project_config  # noqa: E402
+from configs.validation import validate_config  # noqa: E402
+
+
+def scheduler_process() -> psutil.Process:
+    for process in psutil.process_iter(["cmdline"]):
+        if any("ray::Scheduler" in part for part in process.info["cmdline"] or []):
+            return process
+    raise RuntimeError("the scheduler process was not found")
+
+
+class PeakRss:
+    """Samples a process's resident memory every 20 ms while a job runs."""
+
+    def __init__(self, process: psutil.Process):
+        self.process, self.peak, self.running = process, 0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.running = False
+        self.thread.join()
+        return self.peak
+
+
+def new_project(client: Client, name: str, replicas: int, count: int) -> int:
+    project = load_project_config(EXAMPLES / "news" / "project.json")
+    body = project.model_dump() | {
+        "name": name,
+        "resources": {"num_cpus": 0.5, "replicas": replicas},
+    }
+    project_id = client.create_project(body)["id"]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as file:
+        for task in example_tasks("news", count):
+            file.write(json.dumps({"data": task["data"]}) + "\n")
+    client.import_tasks(project_id, Path(file.name))
+    os.unlink(file.name)
+    return project_id
+
+
+def timed_job(
+    client: Client, project_id: int, watch: psutil.Process | None = None
+) -> tuple[dict, int]:
+    server = client.deploy(project_id)["id"]
+    client.wait_until_ready(server)
+    peak = PeakRss(watch) if watch else None
+    job = client.wait_for_job(client.preannotate(project_id)["id"], poll_s=0.2)
+    assert job["state"] == "succeeded" and job["failed"] == 0, job
+    return job, peak.stop() if peak else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=1_000)
+    parser.add_argument("--large", type=int, default=100_000)
+    args = parser.parse_args()
+
+    config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
+    tasks = example_tasks("news", args.tasks)
+    pipeline = Pipeline(config)
+    pipeline.annotate(tasks[:64])
+    start = time.perf_counter()
+    for i in range(0, len(tasks), 64):
+        pipeline.annotate(tasks[i : i + 64])
+    direct = len(tasks) / (time.perf_counter() - start)
+    del pipeline
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
+    rates = {}
+    with Client(url, token, timeout=600) as client:
+        for replicas in (1, 2):
+            project = new_project(client, f"bulk-{replicas}", replicas, args.tasks)
+            job, _ = timed_job(client, project)
+            rates[replicas] = job["rate"]
+            client.delete_server(job["server_id"])
+        peaks = {}
+        for size in (args.small, args.large):
+            project = new_project(client, f"memory-{size}", 2, size)
+            job, peaks[size] = timed_job(client, project, scheduler_process())
+            client.delete_server(job["server_id"])
+    serve.shutdown()
+    ray.shutdown()
+
+    mib = 2**20
+    print(f"tasks: {args.tasks} (news example), 2 CPUs")
+    print(f"pipeline in one process:         {direct:7.1f} tasks/s")
+    for replicas, rate in rates.items():
+        print(
+            f"bulk job, {replicas} replica(s):          {rate:7.1f} tasks/s "
+            f"({rate / direct:.2f} of direct)"
+        )
+    print(
+        f"scheduler peak RSS during a {args.small:,}-task job:  {peaks[args.small] / mib:7.1f} MiB"
+    )
+    print(
+        f"scheduler peak RSS during a {args.large:,}-task job: {peaks[args.large] / mib:7.1f} MiB "
+        f"({peaks[args.large] / peaks[args.small]:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""The `preannotate` commands that talk to the HTTP API of a running cluster.
+
+Importing this module adds them to `client.cli.app` (cli.py imports it last). Every one takes
+`--url` and `--token` (or PREANNOTATE_URL / PREANNOTATE_TOKEN; by default what `preannotate
+up` started) and names projects by id or by name. Answers the user can act on (a 4xx, an API
+that is not running) become `error:` lines and exit status 2, like the offline commands.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from operator import itemgetter
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column, Table
+from rich.text import Text
+
+from client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
+from client.cli import app, err, out, user_errors
+from configs.project import load_project_config
+
+EXIT_INTERRUPTED = 130
+"""What a shell reports for a command stopped with Ctrl-C."""
+ERRORS_SHOWN = 5
+"""Failed tasks listed after a job; the rest are counted (all are in `jobs show`)."""
+
+projects_app = typer.Typer(help="Projects on the cluster.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Tasks of a project.", no_args_is_help=True)
+servers_app = typer.Typer(help="Pre-annotation servers (the Clusters page).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Bulk pre-annotation and training jobs.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and their API tokens (admins only).", no_args_is_help=True)
+members_app = typer.Typer(help="Who may work on a project, and how.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(servers_app, name="servers")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(users_app, name="users")
+app.add_typer(members_app, name="members")
+
+
+class ExportFormat(StrEnum):
+    generative_ai_lab = "generative-ai-lab"
+    label_studio = "label-studio"
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Role(StrEnum):
+    owner = "owner"
+    manager = "manager"
+    annotator = "annotator"
+
+
+Url = Annotated[
+    str | None,
+    typer.Option(
+        envvar=URL_ENV,
+        help="API address (default: what `preannotate up` started, else http://127.0.0.1:8000)",
+    ),
+]
+Token = Annotated[str | None, typer.Option(envvar=TOKEN_ENV, help="API token")]
+ProjectRef = Annotated[str, typer.Argument(help="project id or name")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
+
+
+@contextmanager
+def api_errors(url: str) -> Iterator[None]:
+    """Turn what the API refuses into `error:` lines: exit 2 for a 4xx or an API that is not
+    there (the user can fix both), 1 for a server-side failure."""
+    try:
+        yield
+    except ApiError as exc:
+        for problem in exc.body.get("problems") or [exc.detail]:
+            _error(problem)
+        raise typer.Exit(2 if exc.status_code < 500 else 1) from None
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        _error(f"cannot reach the API at {url}: is `preannotate up` running?")
+        raise typer.Exit(2) from None
+    except httpx.TransportError as exc:
+        _error(f"talking to the API at {url} failed: {exc}")
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def connected(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client for the command's API, with user and API errors reported the CLI's way."""
+    with Client.from_env(url, token) as client, user_errors(), api_errors(client.url):
+        yield client
+
+
+def _say(text: str, console: Console = out) -> None:
+    """Print a line as it is: names and messages from the API are not rich markup."""
+    console.print(text, markup=False, highlight=False)
+
+
+def _error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def _when(timestamp: str | None) -> str:
+    """An API timestamp to the second, short enough for a table."""
+    return datetime.fromisoformat(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else ""
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _listing(items: list[Json], as_json: bool, columns: dict[str, Callable[[Json], Any]]) -> None:
+    """A table for people, or the API's JSON for scripts. Long cells fold onto more lines
+    rather than being cut, so no id is ever shown truncated."""
+    if as_json:
+        out.print_json(data=items)
+        return
+    table = Table(*(Column(header, overflow="fold") for header in columns))
+    for item in items:
+        table.add_row(*(Text(_text(cell(item))) for cell in columns.values()))
+    out.print(table)
+
+
+# -- projects, tasks, users ----------------------------------------------------------------
+
+
+PROJECT_COLUMNS: dict[str, Callable[[Json], Any]] = {
+    "ID": itemgetter("id"),
+    "Name": itemgetter("name"),
+    "Config": lambda p: f"v{p['config_version']} {p['config_hash']}",
+    "Created": lambda p: _when(p["created_at"]),
+}
+
+
+@projects_app.command("list")
+def projects_list(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Projects you have a role in, with their configuration version and hash."""
+    with connected(url, token) as client:
+        _listing(client.projects(), as_json, PROJECT_COLUMNS)
+
+
+@projects_app.command("create")
+def projects_create(
+    file: Annotated[Path, typer.Argument(help="project file (.json) or labeling config (.xml)")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create a project from a project file; the server validates it against its hub."""
+    with connected(url, token) as client:
+        project = client.create_project(load_project_config(file).model_dump())
+    _say(
+        f"created project {project['id']} {project['name']} "
+        f"(configuration {project['config_hash']})"
+    )
+
+
+@tasks_app.command("import")
+def tasks_import(
+    project: ProjectRef,
+    file: Annotated[Path, typer.Argument(help="tasks as .json, .jsonl or .csv")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Add the tasks of a file to a project; a bad file imports nothing."""
+    with connected(url, token) as client:
+        project_id = client.resolve_project(project)
+        imported = client.import_tasks(project_id, file)
+    ids = f" (ids {imported['first_id']}..{imported['last_id']})" if imported["count"] else ""
+    _say(f"imported {imported['count']} tasks into project {project_id}{ids}")
+
+
+@users_app.command("create")
+def users_create(
+    name: str,
+    admin: Annotated[bool, typer.Option("--admin", help="may create users")] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create a user and print its API token: it is shown this once only."""
+    with connected(url, token) as client:
+        user = client.create_user(name, is_admin=admin)
+    kind = "admin" if user["is_admin"] else "user"
+    _say(f"created {kind} {user['id']} {user['name']}")
+    _say(f"token (shown only once): {user['token']}")
+
+
+@members_app.command("set")
+def members_set(
+    project: ProjectRef, user_id: int, role: Role, url: Url = None, token: Token = None
+) -> None:
+    """Give a user a role in a project (replacing the one it had)."""
+    with connected(url, token) as client:
+        member = client.set_member(client.resolve_project(project), user_id, role.value)
+    _say(f"user {member['user_id']} is {member['role']} of project {member['project_id']}")
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+@app.command()
+def deploy(
+    project: ProjectRef,
+    wait: Annotated[bool, typer.Option(help="wait until the server is ready")] = True,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Deploy a project's configuration as a server (or share one that already has it)."""
+    with connected(url, token) as client:
+        server = client.deploy(client.resolve_project(project))
+        if wait:
+            with err.status(f"waiting for server {server['id']} to be ready"):
+                server = client.wait_until_ready(server["id"])
+    _say(f"server {server['id']} {server['status']}")
+
+
+SERVER_COLUMNS: dict[str, Callable[[Json], Any]] = {
+    "ID": itemgetter("id"),
+    "Status": itemgetter("status"),
+    "Projects": lambda s: ", ".join(map(str, s["projects"])),
+    "Models": lambda s: ", ".join(f"{m['name']} {m['version']}" for m in s["models"]),
+    "Replicas": lambda s: f"{s['replicas']['running']}/{s['replicas']['target']}",
+    "Deployed at": lambda s: _when(s["deployed_at"]),
+}
+
+
+@servers_app.command("list")
+def servers_list(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Servers with their status, projects, models and replicas (the Clusters page)."""
+    with connected(url, token) as client:
+        _listing(client.servers(), as_json, SERVER_COLUMNS)
+
+
+@servers_app.command("show")
+def servers_show(server_id: str, url: Url = None, token: Token = None) -> None:
+    """One server as JSON."""
+    with connected(url, token) as client:
+        out.print_json(data=client.server(server_id))
+
+
+@servers_app.command("delete")
+def servers_delete(server_id: str, url: Url = None, token: Token = None) -> None:
+    """Delete a server: its replicas, resources and license tokens are freed at once."""
+    with connected(url, token) as client:
+        client.delete_server(server_id)
+    _say(f"deleted server {server_id}")
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def _rate(job: Json) -> str:
+    return f"{job['rate']:.1f}/s" if job["rate"] else ""
+
+
+def _seconds(job: Json) -> float:
+    """How long the job ran; one that had nothing to do may never have started."""
+    if not (job["started_at"] and job["finished_at"]):
+        return 0.0
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
+
+
+def _progress_bar(job_id: int) -> tuple[Progress, Callable[[Json], None]]:
+    """A live bar of tasks done (predicted or failed) of all, and the callback to update it."""
+    progress = Progress(
+        TextColumn(f"job {job_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    bar = progress.add_task("", total=None, rate="")
+
+    def show(job: Json) -> None:
+        progress.update(
+            bar, total=job["total"], completed=job["done"] + job["failed"], rate=_rate(job)
+        )
+
+    return progress, show
+
+
+def _follow(client: Client, job_id: int) -> Json:
+    """Show the job's progress until it ends; Ctrl-C cancels the job, not just the watching."""
+    progress, show = _progress_bar(job_id)
+    try:
+        with progress:
+            return client.wait_for_job(job_id, on_progress=show)
+    except KeyboardInterrupt:
+        try:
+            client.cancel_job(job_id)
+        except ApiError as exc:
+            if exc.status_code != 409:
+                raise
+            return client.job(job_id)  # it ended before the cancel arrived: report that
+        _say(f"cancelled job {job_id}", err)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _report(job: Json) -> None:
+    """The outcome of a finished job; exit 1 unless it succeeded."""
+    if job["state"] != "succeeded":
+        _error(f"job {job['id']} {job['state']}: {job['reason']}")
+        raise typer.Exit(1)
+    _say(
+        f"job {job['id']} succeeded: {job['done']} predicted, {job['failed']} failed "
+        f"in {_seconds(job):.1f} s"
+    )
+    for error in job["errors"][:ERRORS_SHOWN]:
+        _say(f"task {error['task_id']}: {error['error']}", err)
+    if len(job["errors"]) > ERRORS_SHOWN:
+        _say(f"... and {len(job['errors']) - ERRORS_SHOWN} more (see `jobs show`)", err)
+
+
+JOB_COLUMNS: dict[str, Callable[[Json], Any]] = {
+    "ID": itemgetter("id"),
+    "Project": itemgetter("project_id"),
+    "Kind": itemgetter("kind"),
+    "State": itemgetter("state"),
+    "Done": lambda j: f"{j['done']}/{j['total']}",
+    "Failed": itemgetter("failed"),
+    "Rate": _rate,
+    "Created": lambda j: _when(j["created_at"]),
+}
+
+
+@app.command()
+def run(
+    project: ProjectRef,
+    server: Annotated[
+        str | None, typer.Option(help="server to use (default: the project's)")
+    ] = None,
+    task_id: Annotated[
+        list[int] | None, typer.Option(help="pre-annotate only this task (repeatable)")
+    ] = None,
+    deploy_if_missing: Annotated[
+        bool, typer.Option("--deploy/--no-deploy", help="deploy a server when the project has none")
+    ] = True,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="print the job id and return at once")
+    ] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Pre-annotate a project's tasks as a job, with a live progress bar (Ctrl-C cancels)."""
+    with connected(url, token) as client:
+        job = client.preannotate(
+            client.resolve_project(project),
+            task_ids=task_id or None,
+            server_id=server,
+            deploy_if_missing=deploy_if_missing,
+        )
+        if detach:
+            _say(str(job["id"]))
+            return
+        job = _follow(client, job["id"])
+    _report(job)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    project: Annotated[str | None, typer.Option(help="only this project (id or name)")] = None,
+    state: Annotated[JobState | None, typer.Option(help="only jobs in this state")] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Jobs with their progress, oldest first."""
+    with connected(url, token) as client:
+        project_id = client.resolve_project(project) if project else None
+        _listing(client.jobs(project_id, state.value if state else None), as_json, JOB_COLUMNS)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, url: Url = None, token: Token = None) -> None:
+    """One job as JSON, with the errors of its failed tasks."""
+    with connected(url, token) as client:
+        out.print_json(data=client.job(job_id))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int, url: Url = None, token: Token = None) -> None:
+    """Cancel a job; predictions it already wrote are kept."""
+    with connected(url, token) as client:
+        job = client.cancel_job(job_id)
+    _say(f"job {job['id']} {job['state']}")
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    project: ProjectRef,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="layout of the exported JSON")
+    ] = ExportFormat.generative_ai_lab,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="file to write (default: <project>-<format>.json)")
+    ] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Export a project's tasks with their predictions and completions as one JSON file."""
+    with connected(url, token) as client:
+        project_id = client.resolve_project(project)
+        path = out_file or Path(f"{client.project(project_id)['name']}-{fmt.value}.json")
+        size = client.export(project_id, fmt.value, path)
+    _say(f"wrote {size} bytes to {path}")
