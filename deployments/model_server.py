@@ -21,7 +21,7 @@ from configs.validation import ValidatedConfig, validate_config
 from hub.catalog import Hub
 
 MAX_BATCH_SIZE = 32
-SLICE = 16
+SLICE = 32
 
 
 def report(server_id: str, state: str) -> None:

@@ -21,7 +21,7 @@ Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 PAGE_SIZE = 1024
 BATCH_SIZE = 64
-IN_FLIGHT = 4
+IN_FLIGHT = 8
 TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
@@ -151,9 +151,8 @@ class BulkJob:
                         "config_hash": prediction["model_version"],
                     }
                 )
-            written = await asyncio.to_thread(self.store.add_predictions, rows) if rows else 0
-            if written:
-                await asyncio.to_thread(self.store.record_job_progress, self.job_id, done=written)
+            if rows:
+                await asyncio.to_thread(self.store.add_predictions, rows, self.job_id)
             if not todo:
                 return
         failures = [{"task_id": task_id, "error": errors[task_id]} for task_id in todo]

@@ -20,12 +20,16 @@ _OPTIONAL = ("score", "server_id", "job_id")
 
 
 class PredictionOps(Database):
-    def add_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
+    def add_predictions(
+        self, rows: Iterable[Mapping[str, Any]], count_for_job: int | None = None
+    ) -> int:
         """Write a batch of predictions; returns how many were written.
 
         Each row holds task_id, result, config_hash, model_version and optionally score,
         server_id, job_id. A row whose job already has a prediction for its task is
         skipped, so a resumed job can resend a batch without duplicating anything.
+        With `count_for_job`, that job's `done` grows by the rows written, in the same
+        transaction, so progress never disagrees with what is stored.
         """
         values = [_prediction_values(row, number) for number, row in enumerate(rows, 1)]
         if not values:
@@ -61,6 +65,8 @@ class PredictionOps(Database):
                 new_rows.append({**row, "version": version, "created_at": now})
             if new_rows:
                 session.execute(insert(Prediction), new_rows)
+                if count_for_job is not None:
+                    get_or_raise(session, Job, count_for_job).done += len(new_rows)
         return len(new_rows)
 
     def get_prediction(self, prediction_id: int) -> Prediction:

@@ -6,6 +6,11 @@ without Ray; the rest drive the CLI against the session's real two-node cluster.
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,14 +30,6 @@ NEWS = EXAMPLES / "news"
 NEWS_TASKS = sum(1 for _ in (NEWS / "tasks.jsonl").open())
 
 Cli = Callable[..., Result]
-
-
-def mocked(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
-    """A client whose requests go to `handler` instead of the network."""
-    client = Client("http://api.test")
-    client.http.close()
-    client.http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(handler))
-    return client
 
 
 # -- without a cluster ---------------------------------------------------------------------
@@ -58,55 +55,6 @@ def test_a_task_file_of_unknown_format_is_refused_before_sending() -> None:
     assert refused.value.status_code == 400
 
 
-def test_projects_are_resolved_by_id_or_name() -> None:
-    listed = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        listed.append(request.url.path)
-        return httpx.Response(200, json=[{"id": 7, "name": "news"}, {"id": 9, "name": "legal"}])
-
-    with mocked(handler) as client:
-        assert client.resolve_project(3) == 3
-        assert client.resolve_project("12") == 12
-        assert listed == []  # ids need no look-up
-        assert client.resolve_project("legal") == 9
-        with pytest.raises(ApiError, match="no project named 'sports'") as unknown:
-            client.resolve_project("sports")
-    assert unknown.value.status_code == 404
-
-
-def test_error_answers_carry_the_servers_message() -> None:
-    answers = {
-        "/projects/1": httpx.Response(409, json={"detail": "job 1 already ended"}),
-        "/projects/2": httpx.Response(
-            422, json={"detail": [{"loc": ["query", "format"], "msg": "bad format"}]}
-        ),
-        "/projects/3": httpx.Response(502, text="Bad Gateway"),
-    }
-    with mocked(lambda request: answers[request.url.path]) as client:
-        messages = []
-        for project_id in (1, 2, 3):
-            with pytest.raises(ApiError) as failed:
-                client.project(project_id)
-            messages.append((failed.value.status_code, failed.value.detail))
-    assert messages == [
-        (409, "job 1 already ended"),
-        (422, "query.format: bad format"),
-        (502, "Bad Gateway"),
-    ]
-
-
-def test_tasks_are_followed_across_pages() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        after = int(request.url.params["after_id"])
-        ids = list(range(after + 1, min(after + 2, 5) + 1))
-        more = ids[-1] if ids[-1] < 5 else None
-        return httpx.Response(200, json={"tasks": [{"id": i} for i in ids], "next_after_id": more})
-
-    with mocked(handler) as client:
-        assert [t["id"] for t in client.iter_tasks(1, limit=2)] == [1, 2, 3, 4, 5]
-
-
 def test_connection_settings_fall_back_to_what_up_remembered(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,36 +69,6 @@ def test_connection_settings_fall_back_to_what_up_remembered(
     monkeypatch.setenv("PREANNOTATE_TOKEN", "from-env")
     assert connection_settings() == ("http://env:3", "from-env")
     assert connection_settings("http://given:4", "given") == ("http://given:4", "given")
-
-
-def answering(
-    monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Request], httpx.Response]
-) -> None:
-    """Make the CLI's commands talk to `handler` instead of a cluster."""
-    monkeypatch.setattr(Client, "from_env", lambda *_: mocked(handler))
-
-
-def test_a_job_that_fails_exits_1_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    job = {"id": 3, "state": "queued", "total": 8, "done": 0, "failed": 0, "rate": None}
-    failed = job | {"state": "failed", "done": 2, "reason": "server-1 was deleted"}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return (
-            httpx.Response(202, json=job)
-            if request.method == "POST"
-            else httpx.Response(200, json=failed)
-        )
-
-    answering(monkeypatch, handler)
-    result = runner.invoke(app, ["run", "7"])
-    assert result.exit_code == 1
-    assert "error: job 3 failed: server-1 was deleted" in result.stderr
-
-
-def test_a_server_side_failure_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    answering(monkeypatch, lambda _: httpx.Response(500, json={"detail": "database is locked"}))
-    result = runner.invoke(app, ["servers", "list"])
-    assert result.exit_code == 1 and "error: database is locked" in result.stderr
 
 
 def test_an_unreachable_api_is_a_user_error() -> None:
@@ -309,20 +227,74 @@ def test_a_second_run_adds_a_prediction_version_a_completion_can_copy(
 
 
 def test_ctrl_c_cancels_the_job(
-    cli: Cli, admin: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, admin: Client, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     # other resources: a configuration no server has yet, so the job waits for a deploy
     name = created(cli, tmp_path, num_cpus=0.25)
-
-    def interrupted(*_: object, **__: object) -> dict:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patched:
-        patched.setattr(Client, "wait_for_job", interrupted)
-        ran = cli("run", name)
-    assert ran.exit_code == 130, ran.output
-    job_id = int(re.search(r"cancelled job (\d+)", ran.stderr).group(1))
+    project_id = admin.resolve_project(name)
+    command = [
+        str(Path(sys.executable).parent / "preannotate"),
+        "run",
+        name,
+        "--url",
+        ray_cluster.url,
+        "--token",
+        ray_cluster.admin_token,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not admin.jobs(project_id):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    job_id = int(re.search(r"cancelled job (\d+)", stderr).group(1))
     assert admin.wait_for_job(job_id, poll_s=0.2)["state"] == "cancelled"
+
+
+def test_a_job_cancelled_by_deleting_its_server_exits_1(
+    cli: Cli, admin: Client, tmp_path: Path
+) -> None:
+    name = created(cli, tmp_path)
+    project_id = admin.resolve_project(name)
+    lines = "".join(
+        json.dumps({"text": f"Angela Merkel met Tim Cook in Paris, {i}."}) + "\n"
+        for i in range(3000)
+    )
+    (tmp_path / "many.jsonl").write_text(lines)
+    assert cli("tasks", "import", name, tmp_path / "many.jsonl").exit_code == 0
+    outcome: list[Result] = []
+    running = threading.Thread(target=lambda: outcome.append(cli("run", name)))
+    running.start()
+    deadline = time.monotonic() + 120
+    while not (jobs := admin.jobs(project_id)) or jobs[0]["done"] < 100:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    admin.delete_server(jobs[0]["server_id"])
+    running.join(timeout=120)
+    [result] = outcome
+    assert result.exit_code == 1
+    assert f"server {jobs[0]['server_id']} was deleted" in result.stderr
+
+
+def test_client_resolves_projects_follows_pages_and_reports_server_messages(
+    cli: Cli, admin: Client, tmp_path: Path
+) -> None:
+    name = created(cli, tmp_path)
+    project_id = admin.resolve_project(name)
+    assert admin.resolve_project(str(project_id)) == project_id == admin.resolve_project(project_id)
+    with pytest.raises(ApiError, match="no project named 'sports-nowhere'") as unknown:
+        admin.resolve_project("sports-nowhere")
+    assert unknown.value.status_code == 404
+    tasks = list(admin.iter_tasks(project_id, limit=3))
+    assert len(tasks) == NEWS_TASKS and len({t["id"] for t in tasks}) == NEWS_TASKS
+    with pytest.raises(ApiError) as invalid:
+        admin.tasks(project_id, limit=0)
+    assert invalid.value.status_code == 422 and "limit" in invalid.value.detail
+    with pytest.raises(ApiError) as missing:
+        admin.project(999_999)
+    assert missing.value.status_code == 404 and "999999" in missing.value.detail
 
 
 def test_api_errors_are_reported_as_user_errors(cli: Cli, admin: Client, tmp_path: Path) -> None:
