@@ -263,6 +263,14 @@ class Client:
     def job(self, job_id: int) -> Json:
         return self._call("GET", f"/jobs/{job_id}")
 
+    def train(self, project_id: int, spec: dict[str, Any]) -> Json:
+        """Start a training job: `{kind, model_name, base_model?, epochs?, resources?}`."""
+        return self._call("POST", f"/projects/{project_id}/train", json=spec)
+
+    def model(self, name: str) -> Json:
+        """A model and its trained versions with their metrics."""
+        return self._call("GET", f"/models/{name}")
+
     def cancel_job(self, job_id: int) -> Json:
         return self._call("DELETE", f"/jobs/{job_id}")
 

@@ -43,12 +43,14 @@ servers_app = typer.Typer(help="Pre-annotation servers (the Clusters page).", no
 jobs_app = typer.Typer(help="Bulk pre-annotation and training jobs.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and their API tokens (admins only).", no_args_is_help=True)
 members_app = typer.Typer(help="Who may work on a project, and how.", no_args_is_help=True)
+models_app = typer.Typer(help="Models and their trained versions.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(servers_app, name="servers")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(users_app, name="users")
 app.add_typer(members_app, name="members")
+app.add_typer(models_app, name="models")
 
 
 class ExportFormat(StrEnum):
@@ -318,6 +320,14 @@ def _report(job: Json) -> None:
     if job["state"] != "succeeded":
         _error(f"job {job['id']} {job['state']}: {job['reason']}")
         raise typer.Exit(1)
+    if job["kind"] == "train":
+        metrics = job["details"]["metrics"]
+        _say(
+            f"job {job['id']} succeeded in {_seconds(job):.1f} s: registered "
+            f"{job['details']['model']}, held-out F1 {metrics['f1']:.3f} "
+            f"(untrained {metrics['baseline_f1']:.3f})"
+        )
+        return
     _say(
         f"job {job['id']} succeeded: {job['done']} predicted, {job['failed']} failed "
         f"in {_seconds(job):.1f} s"
@@ -371,6 +381,60 @@ def run(
             return
         job = _follow(client, job["id"])
     _report(job)
+
+
+@app.command()
+def train(
+    project: ProjectRef,
+    model_name: Annotated[str, typer.Option(help="versions are registered as NAME_v1, _v2, ...")],
+    kind: Annotated[str, typer.Option(help="ner (<Labels>) or classification (<Choices>)")] = "ner",
+    base_model: Annotated[str | None, typer.Option(help="hub NER model to start from")] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    num_cpus: Annotated[float, typer.Option(help="CPUs for the training run")] = 1.0,
+    num_gpus: Annotated[float, typer.Option(help="GPUs for the training run")] = 0.0,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="print the job id and return at once")
+    ] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Train a model on the project's completions as a job, with a live progress bar over
+    the epochs (Ctrl-C cancels); the result is registered in the Models Hub."""
+    spec = {
+        "kind": kind,
+        "model_name": model_name,
+        "base_model": base_model,
+        "epochs": epochs,
+        "resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
+    }
+    with connected(url, token) as client:
+        job = client.train(client.resolve_project(project), spec)
+        if detach:
+            _say(str(job["id"]))
+            return
+        job = _follow(client, job["id"])
+    _report(job)
+
+
+@models_app.command("show")
+def models_show(name: str, url: Url = None, token: Token = None) -> None:
+    """A model's versions in the hub, with their labels and held-out metrics."""
+    with connected(url, token) as client:
+        versions = client.model(name)["versions"]
+    table = Table("Version", "Kind", "Labels", "F1", "Untrained F1", "Trained on")
+    for v in versions:
+        metrics, training = v.get("metrics") or {}, v.get("training") or {}
+        table.add_row(
+            _text(v["name"]),
+            _text(v["kind"]),
+            _text(", ".join(v["labels"])),
+            f"{metrics['f1']:.3f}" if "f1" in metrics else "",
+            f"{metrics['baseline_f1']:.3f}" if "baseline_f1" in metrics else "",
+            _text(f"{training['completions']} completions of project {training['source_project']}")
+            if training.get("completions")
+            else "",
+        )
+    out.print(table)
 
 
 @jobs_app.command("list")

@@ -123,10 +123,14 @@ class FitResult(BaseModel):
     @property
     def message(self) -> str:
         """One explanation combining what is missing with what the user can do about it."""
+        return self.explain("deploy")
+
+    def explain(self, action: str) -> str:
+        """`message` for another action than a deploy (e.g. "train")."""
         if self.fits:
             return f"Fits: {_count(len(self.placement), 'replica')} on {', '.join(self.placement)}."
         reasons = "; ".join(shortfall.sentence for shortfall in self.shortfalls)
-        return f"Cannot deploy: {reasons}. {self._advice()}"
+        return f"Cannot {action}: {reasons}. {self._advice()}"
 
     def _advice(self) -> str:
         if self.never_fits:

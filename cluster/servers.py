@@ -92,7 +92,10 @@ class ServerManager:
         return None
 
     def fit(self, config: ValidatedConfig) -> FitResult:
-        return check_fit(resource_request(config), nodes(), self._holdings())
+        return self.fit_request(resource_request(config))
+
+    def fit_request(self, request: ResourceRequest) -> FitResult:
+        return check_fit(request, nodes(), self._holdings())
 
     def _shared_server(self, config_hash: str) -> Server | None:
         for server in self.store.list_servers():

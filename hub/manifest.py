@@ -4,7 +4,7 @@ The manifest is what validation, capacity checks and the "Predefined Labels" lis
 so a model is never loaded just to learn what it predicts or what it needs.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,5 +37,5 @@ class ModelManifest(BaseModel):
     package: str | None = Field(None, description="an installed Python package holding the model")
     path: str | None = Field(None, description="weights folder, relative to the model folder")
     description: str = ""
-    metrics: dict[str, float | dict[str, float]] = {}
-    training: dict[str, str | int | float] = {}
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}

@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from pydantic import ValidationError
 from ray import serve
 from ray.actor import ActorHandle
 
+from cluster.capacity import ResourceRequest
 from cluster.license import License
 from cluster.ray_cluster import NAMESPACE
 from cluster.servers import DeployRefused, ServerManager
+from configs.errors import ConfigError, validation_problems
 from hub.catalog import Hub
+from hub.training import TrainingSpec, check_base, training_data
 from scheduler.bulk import BulkJob, ServerGone
+from scheduler.training import TrainingJob
 from store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 
 SCHEDULER_NAME = "preannotate-scheduler"
@@ -28,7 +33,7 @@ class Scheduler:
         self.store = Store(database_url)
         self.servers = ServerManager(self.store, Hub(Path(hub_root)), license)
         self.lock = asyncio.Lock()
-        self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob]] = {}
+        self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob | TrainingJob]] = {}
         ray.get_runtime_context().current_actor.resume_jobs.remote()
 
     async def deploy(self, project_id: int) -> dict[str, Any]:
@@ -57,6 +62,43 @@ class Scheduler:
         self, server_id: str, replica_id: str, node_id: str, state: str
     ) -> None:
         self.servers.replica_event(server_id, replica_id, node_id, state)
+
+    async def submit_training(self, project_id: int, request: dict[str, Any]) -> int:
+        """Check everything a training run needs, then start it as Ray work; returns the job."""
+        try:
+            spec = TrainingSpec.model_validate(request)
+        except ValidationError as exc:
+            raise ConfigError(validation_problems(exc, "training request")) from None
+        config = self.servers.project_config(project_id)
+        annotated = [
+            (task.id, task.data, completion.result)
+            for task, completion in self.store.annotated_tasks(project_id)
+        ]
+        data = training_data(spec, config.labeling, annotated)
+        base = check_base(spec, self.servers.hub)
+        res = spec.resources
+        request_ = ResourceRequest(
+            num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory_bytes=res.memory_mb * 2**20
+        )
+        fit = self.servers.fit_request(request_)
+        if not fit.fits:
+            raise DeployRefused(
+                fit.explain("train"), fit.delete_candidates
+            )
+        job = self.store.create_job(
+            project_id, JobKind.TRAIN, params=spec.model_dump(), total=spec.epochs
+        )
+        runner = TrainingJob(self.store, self.servers.hub, job.id, project_id, spec, data, base)
+        self._track(job.id, runner)
+        return job.id
+
+    async def training_event(self, job_id: int, epoch: int, loss: float) -> None:
+        """A trainer finished an epoch: progress, loss and a log line for the job."""
+        total = self.store.get_job(job_id).total
+        self.store.record_job_progress(job_id, done=1)
+        self.store.update_job_details(
+            job_id, epoch=epoch, loss=loss, log=f"epoch {epoch}/{total}: loss {loss:.4f}"
+        )
 
     async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
         if server_id is not None:
@@ -115,7 +157,9 @@ class Scheduler:
                 handle.append(await asyncio.to_thread(serve.get_app_handle, server_id))
             return await handle[0].annotate.remote(tasks)
 
-        runner = BulkJob(self.store, job_id, server_id, predict)
+        self._track(job_id, BulkJob(self.store, job_id, server_id, predict))
+
+    def _track(self, job_id: int, runner: BulkJob | TrainingJob) -> None:
         task = asyncio.create_task(runner.run())
         task.add_done_callback(lambda _: self.jobs.pop(job_id, None))
         self.jobs[job_id] = (task, runner)
@@ -150,10 +194,18 @@ class Scheduler:
         await asyncio.gather(task, return_exceptions=True)
 
     async def resume_jobs(self) -> list[int]:
-        """Restart the jobs a previous scheduler left unfinished; they skip finished tasks."""
+        """Restart the bulk jobs a previous scheduler left unfinished (they skip finished
+        tasks); training runs died with it and end as failed, to be started again."""
         resumed = []
         for job in self.store.unfinished_jobs():
-            if job.id in self.jobs or job.kind != JobKind.PREANNOTATE:
+            if job.id in self.jobs:
+                continue
+            if job.kind == JobKind.TRAIN:
+                self.store.set_job_state(
+                    job.id,
+                    JobState.FAILED,
+                    "the scheduler restarted during training; start it again",
+                )
                 continue
             if job.state == JobState.RUNNING:
                 self.store.set_job_state(job.id, JobState.QUEUED)

@@ -1,13 +1,14 @@
 """Completions: human annotations, possibly started as an editable copy of a prediction."""
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from store.db import Database, get_or_raise
 from store.errors import InvalidInput
-from store.models import Completion, Prediction, Task, User, utcnow
+from store.models import Completion, Prediction, Project, Task, User, utcnow
 
 
 class CompletionOps(Database):
@@ -64,3 +65,31 @@ class CompletionOps(Database):
             get_or_raise(session, Task, task_id)
             query = select(Completion).where(Completion.task_id == task_id).order_by(Completion.id)
             return list(session.scalars(query))
+
+    def annotated_tasks(
+        self, project_id: int, page_size: int = 1000
+    ) -> Iterator[tuple[Task, Completion]]:
+        """Each task that has completions, with its latest one: what training learns from."""
+        after = 0
+        while True:
+            with self._read() as session:
+                get_or_raise(session, Project, project_id)
+                latest = (
+                    select(Completion.task_id, func.max(Completion.id).label("completion_id"))
+                    .join(Task, Task.id == Completion.task_id)
+                    .where(Task.project_id == project_id, Task.id > after)
+                    .group_by(Completion.task_id)
+                    .order_by(Completion.task_id)
+                    .limit(page_size)
+                    .subquery()
+                )
+                rows = session.execute(
+                    select(Task, Completion)
+                    .join(latest, latest.c.task_id == Task.id)
+                    .join(Completion, Completion.id == latest.c.completion_id)
+                    .order_by(Task.id)
+                ).all()
+            if not rows:
+                return
+            yield from ((task, completion) for task, completion in rows)
+            after = rows[-1][0].id

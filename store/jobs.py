@@ -24,6 +24,7 @@ from store.models import (
 )
 
 JOB_ERRORS_KEPT = 100
+JOB_LOG_KEPT = 500
 """How many of the latest task errors a job keeps; `failed` counts all of them."""
 
 _TRANSITIONS: dict[JobState, set[JobState]] = {
@@ -106,6 +107,16 @@ class JobOps(Database):
             job.done += done
             job.failed += failed
             job.errors = (job.errors + new_errors)[-JOB_ERRORS_KEPT:]
+        return job
+
+    def update_job_details(self, job_id: int, log: str | None = None, **fields: Any) -> Job:
+        """Merge `fields` into the job's details and append `log` to its kept log lines."""
+        with self._write() as session:
+            job = get_or_raise(session, Job, job_id, for_update=True)
+            details = dict(job.details or {}) | fields
+            if log is not None:
+                details["log"] = [*details.get("log", []), log][-JOB_LOG_KEPT:]
+            job.details = details
         return job
 
     def set_job_state(self, job_id: int, state: str, reason: str | None = None) -> Job:

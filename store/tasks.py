@@ -18,7 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from store.db import Database, get_or_raise
 from store.errors import InvalidInput
 from store.models import Completion, Prediction, Project, Task, utcnow
-from store.tasks_io import TaskFormat, TaskSource, read_tasks, task_data
+from store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
 
 INSERT_CHUNK = 1000
 DEFAULT_PAGE = 1000
@@ -52,24 +52,36 @@ class TaskOps(Database):
         All or nothing: one transaction, so a bad task (named by its position) leaves the
         project as it was. `tasks` may be a generator; it is consumed in chunks.
         """
-        datas = (task_data(task, f"task {number}") for number, task in enumerate(tasks, 1))
-        return self._insert_tasks(project_id, datas)
+        records = (
+            {"data": task_data(task, f"task {number}")} for number, task in enumerate(tasks, 1)
+        )
+        return self._insert_tasks(project_id, records)
 
     def import_tasks(
         self, project_id: int, source: TaskSource, fmt: TaskFormat | None = None
     ) -> AddedTasks:
-        """Import a JSON, JSONL or CSV file (see `tasks_io.read_tasks`), all or nothing."""
-        return self._insert_tasks(project_id, read_tasks(source, fmt))
+        """Import a JSON, JSONL or CSV file (see `tasks_io.read_task_records`), all or
+        nothing; tasks that carry `completions` (or `annotations`) get them as completions."""
+        return self._insert_tasks(project_id, read_task_records(source, fmt))
 
-    def _insert_tasks(self, project_id: int, datas: Iterable[dict[str, Any]]) -> AddedTasks:
+    def _insert_tasks(self, project_id: int, records: Iterable[dict[str, Any]]) -> AddedTasks:
         count, first_id, last_id = 0, None, None
         with self._write() as session:
             get_or_raise(session, Project, project_id)
             statement = insert(Task).returning(Task.id, sort_by_parameter_order=True)
-            for chunk in _chunks(datas, INSERT_CHUNK):
+            for chunk in _chunks(records, INSERT_CHUNK):
                 now = utcnow()
-                rows = [{"project_id": project_id, "data": d, "created_at": now} for d in chunk]
+                rows = [
+                    {"project_id": project_id, "data": r["data"], "created_at": now} for r in chunk
+                ]
                 ids = session.scalars(statement, rows).all()
+                completions = [
+                    {"task_id": task_id, "result": result, "created_at": now, "updated_at": now}
+                    for task_id, record in zip(ids, chunk, strict=True)
+                    for result in record.get("completions", [])
+                ]
+                if completions:
+                    session.execute(insert(Completion), completions)
                 first_id = ids[0] if first_id is None else first_id
                 last_id = ids[-1]
                 count += len(ids)

@@ -54,20 +54,16 @@ def task_data(item: Any, where: str) -> dict[str, Any]:
     raise InvalidInput(f"{where}: task has no text (a non-empty 'text' field is required)")
 
 
-def read_tasks(source: TaskSource, fmt: TaskFormat | None = None) -> Iterator[dict[str, Any]]:
-    """Task data dicts from a JSON, JSONL or CSV file (a path, or an open text stream).
+def read_task_records(
+    source: TaskSource, fmt: TaskFormat | None = None
+) -> Iterator[dict[str, Any]]:
+    """Tasks from a JSON, JSONL or CSV file (a path, or an open text stream) as records:
+    `{"id", "data"}`, plus `completions` (a list of results) where the file has human
+    annotations. `id` is the file's own (the position, from 1, where it has none).
 
     The format comes from the file name's suffix unless `fmt` is given. JSONL and CSV are
     read line by line; a JSON file is one list and is parsed whole.
     """
-    return (record["data"] for record in read_task_records(source, fmt))
-
-
-def read_task_records(
-    source: TaskSource, fmt: TaskFormat | None = None
-) -> Iterator[dict[str, Any]]:
-    """Like `read_tasks`, but as `{"id", "data"}` records that keep the file's own ids
-    (the task's position, from 1, where the file gives none), for offline annotation."""
     name = _source_name(source)
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(Path(name).suffix.lower())
@@ -113,7 +109,21 @@ def _read_json(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
 def _record(item: Any, where: str, position: int) -> dict[str, Any]:
     data = task_data(item, where)
     task_id = item.get("id") if data is not item else None
-    return {"id": position if task_id is None else task_id, "data": data}
+    record = {"id": position if task_id is None else task_id, "data": data}
+    annotations = (item.get("completions") or item.get("annotations")) if data is not item else None
+    if annotations:
+        record["completions"] = _completion_results(annotations, where)
+    return record
+
+
+def _completion_results(annotations: Any, where: str) -> list[list[dict[str, Any]]]:
+    """The results of a task's human annotations (`completions` in Generative AI Lab,
+    `annotations` in Label Studio exports), imported as completions."""
+    if not isinstance(annotations, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("result"), list) for a in annotations
+    ):
+        raise InvalidInput(f"{where}: completions must be a list of objects with a 'result' list")
+    return [a["result"] for a in annotations]
 
 
 def _read_jsonl(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:

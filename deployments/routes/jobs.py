@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
+from hub.training import TrainingSpec
 from store import JobState
 from store.models import Job
 
@@ -47,6 +48,16 @@ async def preannotate(
     job_id = await ctx.scheduler.submit_preannotate.remote(
         project_id, request.task_ids, request.server_id, request.deploy_if_missing
     )
+    return job_json(ctx.store.get_job(job_id))
+
+
+@router.post("/projects/{project_id}/train", status_code=202)
+async def train(ctx: Ctx, user: CurrentUser, project_id: int, spec: TrainingSpec) -> dict[str, Any]:
+    """Train a model on the project's completions as a job next to pre-annotation; the
+    result is registered in the Models Hub as `<model_name>_v<n>`. Checked before any work:
+    too few completions or labels the configuration lacks give 422."""
+    require_role(ctx, user, project_id, MANAGE)
+    job_id = await ctx.scheduler.submit_training.remote(project_id, spec.model_dump())
     return job_json(ctx.store.get_job(job_id))
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from configs.project import ProjectConfig, parse_project_config
 from configs.validation import validate_config
 from deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
-from store import Role
+from store import NotFound, Role
 
 router = APIRouter()
 
@@ -54,6 +54,21 @@ async def health(ctx: Ctx) -> dict[str, Any]:
 async def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
     """The Models Hub, with each model's predefined labels."""
     return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
+
+
+@router.get("/models/{name}", tags=["hub"])
+async def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
+    """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
+    prefix = f"{name}_v"
+    versions = [
+        m.manifest.model_dump() | {"builtin": m.builtin}
+        for m in ctx.hub.models()
+        if m.name == name or (m.name.startswith(prefix) and m.name[len(prefix) :].isdigit())
+    ]
+    if not versions:
+        raise NotFound(f"no model named {name!r} or {prefix}<n> in the Models Hub")
+    versions.sort(key=lambda v: int(v["version"]) if v["version"].isdigit() else 0)
+    return {"name": name, "versions": versions}
 
 
 @router.get("/me", tags=["users"])

@@ -1,0 +1,299 @@
+"""Trainers: learn a spaCy model from a project's completions, never its predictions.
+
+Everything a run needs is checked before any work (enough completions, labels the
+configuration offers, a base model that fits); then part of the data is held out, the
+model is trained, and precision / recall / F1 per label are measured on the held-out part,
+next to the same measure for the untrained baseline (the base model, or nothing).
+"""
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from configs.errors import ConfigError
+from configs.labeling import LabelingConfig
+from configs.rules import NAME_PATTERN
+from hub.catalog import Hub, HubModel
+from hub.manifest import ModelManifest, ModelResources
+
+MIN_COMPLETIONS = 10
+WEIGHTS = "model"
+
+
+class TrainingResources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_mb: int = Field(1000, ge=0)
+
+
+class TrainingSpec(BaseModel):
+    """What `POST /projects/{id}/train` asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ner", "classification"]
+    model_name: str = Field(pattern=NAME_PATTERN, description="versions become <name>_v1, _v2…")
+    base_model: str | None = Field(None, description="a hub NER model to start from")
+    epochs: int = Field(10, ge=1, le=200)
+    holdout: float = Field(0.2, gt=0, lt=0.9, description="share of completions held out")
+    seed: int = 0
+    resources: TrainingResources = TrainingResources()
+
+
+@dataclass
+class TrainingData:
+    """Texts with gold annotations: spans `(start, end, label)` for NER, chosen classes for
+    classification."""
+
+    kind: str
+    labels: list[str]
+    texts: list[str] = field(default_factory=list)
+    gold: list[Any] = field(default_factory=list)
+    multiple: bool = False
+
+    def split(self, holdout: float, seed: int) -> tuple[list[int], list[int]]:
+        order = list(range(len(self.texts)))
+        random.Random(seed).shuffle(order)
+        cut = max(1, int(len(order) * holdout))
+        return order[cut:], order[:cut]
+
+
+def _ner_data(
+    labeling: LabelingConfig, annotated: Iterable[tuple[int, dict, list]]
+) -> TrainingData:
+    controls = {c.name: c for c in labeling.labels if c.kind == "labels"}
+    if not controls:
+        raise ConfigError(["NER training needs a <Labels> control in the labeling config"])
+    offered = {lab.value for c in controls.values() for lab in c.labels if not lab.assertion}
+    fields = {o.name: o.value for o in labeling.objects}
+    data = TrainingData("ner", sorted(offered))
+    problems = []
+    for task_id, task, result in annotated:
+        spans = []
+        for item in result:
+            control = controls.get(item.get("from_name", ""))
+            if item.get("type") != "labels" or control is None:
+                continue
+            value = item.get("value", {})
+            for label in value.get("labels", []):
+                if label not in offered:
+                    problems.append(
+                        f"the completion of task {task_id} uses the label '{label}', "
+                        "which the configuration does not offer"
+                    )
+                spans.append((value["start"], value["end"], label))
+        text = task.get(fields[next(iter(controls.values())).to_name])
+        if isinstance(text, str):
+            data.texts.append(text)
+            data.gold.append(spans)
+    if problems:
+        raise ConfigError(problems[:20])
+    return data
+
+
+def _classification_data(
+    labeling: LabelingConfig, annotated: Iterable[tuple[int, dict, list]]
+) -> TrainingData:
+    if len(labeling.choices) != 1:
+        raise ConfigError(
+            [
+                "classification training needs exactly one <Choices> control; "
+                f"the configuration has {len(labeling.choices)}"
+            ]
+        )
+    control = labeling.choices[0]
+    key = next(o.value for o in labeling.objects if o.name == control.to_name)
+    data = TrainingData("classification", control.choices, multiple=control.multiple)
+    problems = []
+    for task_id, task, result in annotated:
+        chosen = [
+            c
+            for item in result
+            if item.get("from_name") == control.name
+            for c in item.get("value", {}).get("choices", [])
+        ]
+        problems += [
+            f"the completion of task {task_id} chooses '{c}', which the configuration "
+            "does not offer"
+            for c in chosen
+            if c not in control.choices
+        ]
+        if chosen and isinstance(task.get(key), str):
+            data.texts.append(task[key])
+            data.gold.append(chosen)
+    if problems:
+        raise ConfigError(problems[:20])
+    return data
+
+
+def training_data(
+    spec: TrainingSpec, labeling: LabelingConfig, annotated: Iterable[tuple[int, dict, list]]
+) -> TrainingData:
+    """Gold data from `(task id, task data, completion result)`; refuses, before any work,
+    labels the configuration does not offer and too few completions."""
+    build = _ner_data if spec.kind == "ner" else _classification_data
+    data = build(labeling, annotated)
+    if len(data.texts) < MIN_COMPLETIONS:
+        raise ConfigError(
+            [
+                f"training needs at least {MIN_COMPLETIONS} completions with "
+                f"{'spans' if spec.kind == 'ner' else 'choices'}; the project has "
+                f"{len(data.texts)}"
+            ]
+        )
+    return data
+
+
+def check_base(spec: TrainingSpec, hub: Hub) -> HubModel | None:
+    if spec.base_model is None:
+        return None
+    base = hub.get(spec.base_model)
+    if spec.kind != "ner" or base.manifest.kind != "ner" or base.manifest.runtime != "spacy":
+        raise ConfigError(
+            [
+                f"base model '{base.name}' is a {base.manifest.runtime} "
+                f"{base.manifest.kind} model; only spaCy NER models can be a base"
+            ]
+        )
+    return base
+
+
+@dataclass
+class TrainedModel:
+    nlp: Any
+    metrics: dict[str, Any]
+    train_size: int
+    eval_size: int
+
+
+def _examples(nlp: Any, data: TrainingData, rows: list[int]) -> list[Any]:
+    from spacy.training import Example
+    from spacy.util import filter_spans
+
+    examples = []
+    for row in rows:
+        doc = nlp.make_doc(data.texts[row])
+        if data.kind == "ner":
+            spans = [
+                doc.char_span(s, e, label, alignment_mode="expand")
+                for s, e, label in data.gold[row]
+            ]
+            annotations = {
+                "entities": [
+                    (s.start_char, s.end_char, s.label_)
+                    for s in filter_spans([s for s in spans if s is not None])
+                ]
+            }
+        else:
+            annotations = {"cats": {c: float(c in data.gold[row]) for c in data.labels}}
+        examples.append(Example.from_dict(doc, annotations))
+    return examples
+
+
+def _scores(nlp: Any, examples: list[Any], kind: str) -> dict[str, Any]:
+    scores = nlp.evaluate(examples)
+    if kind == "ner":
+        per_type = scores.get("ents_per_type") or {}
+        return {
+            "precision": scores["ents_p"] or 0.0,
+            "recall": scores["ents_r"] or 0.0,
+            "f1": scores["ents_f"] or 0.0,
+            "per_label": per_type,
+        }
+    per_type = scores.get("cats_f_per_type") or {}
+    return {"f1": scores.get("cats_macro_f") or 0.0, "per_label": per_type}
+
+
+def _blank_or_base(spec: TrainingSpec, data: TrainingData, base: HubModel | None) -> Any:
+    import spacy
+
+    if base is not None:
+        nlp = spacy.load(base.manifest.package or base.weights_path())
+        nlp.select_pipes(enable=["ner"])
+        return nlp
+    nlp = spacy.blank("en")
+    pipe = "ner" if spec.kind == "ner" else ("textcat_multilabel" if data.multiple else "textcat")
+    nlp.add_pipe(pipe)
+    return nlp
+
+
+def train(
+    spec: TrainingSpec,
+    data: TrainingData,
+    base: HubModel | None,
+    on_epoch: Callable[[int, float], None],
+) -> TrainedModel:
+    """Train on the non-held-out part, reporting each epoch's loss; measure on the rest."""
+    from spacy.util import minibatch
+
+    nlp = _blank_or_base(spec, data, base)
+    train_rows, eval_rows = data.split(spec.holdout, spec.seed)
+    eval_examples = _examples(nlp, data, eval_rows)
+    pipe_name = nlp.pipe_names[-1]
+    pipe = nlp.get_pipe(pipe_name)
+    if base is not None:
+        baseline = _scores(nlp, eval_examples, data.kind)["f1"]
+        for label in data.labels:
+            pipe.add_label(label)
+        optimizer = nlp.resume_training()
+        train_examples = _examples(nlp, data, train_rows)
+    else:
+        baseline = 0.0
+        for label in data.labels:
+            pipe.add_label(label)
+        train_examples = _examples(nlp, data, train_rows)
+        optimizer = nlp.initialize(lambda: train_examples)
+    shuffler = random.Random(spec.seed)
+    for epoch in range(1, spec.epochs + 1):
+        shuffler.shuffle(train_examples)
+        losses: dict[str, float] = {}
+        for batch in minibatch(train_examples, size=16):
+            nlp.update(batch, drop=0.2, sgd=optimizer, losses=losses)
+        on_epoch(epoch, float(losses.get(pipe_name, 0.0)))
+    metrics = _scores(nlp, eval_examples, data.kind) | {"baseline_f1": baseline}
+    return TrainedModel(nlp, metrics, len(train_rows), len(eval_rows))
+
+
+def next_version(hub: Hub, model_name: str) -> tuple[str, int]:
+    """`<name>_v<n>` with n one above the highest version in the hub."""
+    prefix = f"{model_name}_v"
+    taken = [
+        int(n[len(prefix) :])
+        for n in hub.names()
+        if n.startswith(prefix) and n[len(prefix) :].isdigit()
+    ]
+    number = max(taken, default=0) + 1
+    return f"{prefix}{number}", number
+
+
+def manifest_for(
+    name: str,
+    number: int,
+    spec: TrainingSpec,
+    data: TrainingData,
+    metrics: dict[str, Any],
+    base: HubModel | None,
+    provenance: dict[str, Any],
+) -> ModelManifest:
+    """The manifest of a trained version: what it predicts, how well, from what data."""
+    learned = {label for spans in data.gold for *_, label in spans} if data.kind == "ner" else set()
+    labels = sorted(learned | set(base.manifest.labels)) if base else sorted(learned) or data.labels
+    return ModelManifest(
+        name=name,
+        version=str(number),
+        kind=spec.kind,
+        labels=labels,
+        embeddings=base.manifest.embeddings if base else f"spacy_blank_en:{spec.model_name}",
+        runtime="spacy",
+        license_scope=base.manifest.license_scope if base else "open",
+        resources=ModelResources(cpus=0.5, gpus=0, memory_mb=300),
+        path=WEIGHTS,
+        description=f"{spec.kind} model trained from the completions of a project",
+        metrics=metrics,
+        training=provenance | {"epochs": spec.epochs, "base_model": spec.base_model},
+    )

@@ -1,0 +1,227 @@
+"""Training from completions: checks before work, real spaCy training, versioned hub
+models, and training jobs next to bulk pre-annotation on the real cluster."""
+
+import copy
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+import ray
+
+from configs.errors import ConfigError
+from configs.labeling import parse_labeling_config
+from configs.project import load_project_config
+from hub.catalog import Hub
+from hub.training import TrainingSpec, check_base, next_version, train, training_data
+from tests.conftest import EXAMPLES, labels_xml
+from tests.test_jobs import make_project, run_job, wait_job
+
+POSOLOGY = EXAMPLES / "posology"
+ANNOTATED = [json.loads(line) for line in (POSOLOGY / "annotated.jsonl").open()]
+LABELING = parse_labeling_config(load_project_config(POSOLOGY / "project.json").labeling_config)
+
+
+def annotated(rows: list[dict]) -> list[tuple[int, dict, list]]:
+    """Fresh copies, so a test may change them."""
+    return [(r["id"], r["data"], copy.deepcopy(r["completions"][0]["result"])) for r in rows]
+
+
+def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
+    spec = TrainingSpec(kind="ner", model_name="m")
+    with pytest.raises(ConfigError, match="at least 10 completions with spans; the project has 4"):
+        training_data(spec, LABELING, annotated(ANNOTATED[:4]))
+    rows = annotated(ANNOTATED[:20])
+    rows[3][2].append(
+        {
+            "from_name": "label",
+            "type": "labels",
+            "value": {"start": 0, "end": 3, "labels": ["ALLERGY"]},
+        }
+    )
+    with pytest.raises(
+        ConfigError, match="task 4 uses the label 'ALLERGY', which the configuration"
+    ):
+        training_data(spec, LABELING, rows)
+    with pytest.raises(ConfigError, match="exactly one <Choices> control"):
+        training_data(TrainingSpec(kind="classification", model_name="m"), LABELING, rows)
+
+
+def test_ner_training_learns_and_beats_the_untrained_baseline() -> None:
+    spec = TrainingSpec(kind="ner", model_name="m", epochs=8)
+    data = training_data(spec, LABELING, annotated(ANNOTATED[:200]))
+    losses: list[float] = []
+    trained = train(spec, data, None, lambda epoch, loss: losses.append(loss))
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert trained.metrics["baseline_f1"] == 0.0 and trained.metrics["f1"] > 0.7
+    assert set(trained.metrics["per_label"]) >= {"DRUG", "DOSAGE"}
+    assert (trained.train_size, trained.eval_size) == (160, 40)
+
+
+def test_classification_training_and_base_model_rules(hub: Hub) -> None:
+    xml = (
+        '<View><Text name="text" value="$text"/><Choices name="topic" toName="text">'
+        '<Choice value="sports"/><Choice value="finance"/></Choices></View>'
+    )
+    texts = [
+        ("the team won the match", "sports"),
+        ("the striker scored twice", "sports"),
+        ("shares fell on the market", "finance"),
+        ("the bank raised its rates", "finance"),
+    ]
+    rows = [
+        (
+            i,
+            {"text": f"{t} {i}"},
+            [{"from_name": "topic", "type": "choices", "value": {"choices": [c]}}],
+        )
+        for i, (t, c) in enumerate(texts * 6)
+    ]
+    spec = TrainingSpec(kind="classification", model_name="topics", epochs=5)
+    data = training_data(spec, parse_labeling_config(xml), rows)
+    trained = train(spec, data, None, lambda *_: None)
+    assert trained.nlp.pipe_names == ["textcat"] and 0 <= trained.metrics["f1"] <= 1
+    with pytest.raises(ConfigError, match="only spaCy NER models can be a base"):
+        check_base(spec.model_copy(update={"base_model": "ner_general_en_sm"}), hub)
+    assert next_version(hub, "topics") == ("topics_v1", 1)
+
+
+def import_annotated(api: httpx.Client, rows: list[dict]) -> int:
+    config = load_project_config(POSOLOGY / "project.json").model_dump()
+    config["name"] = f"train-{uuid.uuid4().hex[:8]}"
+    project = api.post("/projects", json=config).json()["id"]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    assert api.post(f"/projects/{project}/tasks?format=jsonl", content=body).status_code == 201
+    return project
+
+
+def train_job(api: httpx.Client, project: int, **body) -> httpx.Response:
+    return api.post(f"/projects/{project}/train", json={"kind": "ner", **body})
+
+
+def test_training_runs_next_to_bulk_work_and_the_model_is_deployed(api: httpx.Client) -> None:
+    training_project = import_annotated(api, ANNOTATED[:300])
+    bulk_project = make_project(api, 1500)
+    server = api.post(f"/projects/{bulk_project}/deploy").json()["id"]
+    while api.get(f"/servers/{server}").json()["status"] != "ready":
+        time.sleep(0.3)
+    name = f"posology_{uuid.uuid4().hex[:6]}"
+    started = train_job(api, training_project, model_name=name, epochs=8)
+    assert started.status_code == 202, started.text
+    bulk = wait_job(api, run_job(api, bulk_project)["id"])
+    trained = wait_job(api, started.json()["id"])
+    assert (bulk["state"], trained["state"]) == ("succeeded", "succeeded"), trained
+    assert (
+        trained["started_at"] < bulk["finished_at"] and bulk["started_at"] < trained["finished_at"]
+    )
+    assert trained["done"] == 8 and trained["details"]["model"] == f"{name}_v1"
+    assert trained["details"]["log"][0].startswith("epoch 1/8: loss")
+
+    versions = api.get(f"/models/{name}").json()["versions"]
+    assert [v["name"] for v in versions] == [f"{name}_v1"]
+    metrics = versions[0]["metrics"]
+    assert versions[0]["training"]["source_project"] == training_project
+    assert metrics["f1"] > metrics["baseline_f1"]
+
+    labels = ("DRUG", "DOSAGE", "FREQUENCY", "ROUTE")
+    deployed = api.post(
+        "/projects",
+        json={
+            "name": f"use-{name}",
+            "resources": {"num_cpus": 0.5},
+            "labeling_config": labels_xml(*(f'value="{lab}" model="{name}_v1"' for lab in labels)),
+        },
+    ).json()["id"]
+    server = api.post(f"/projects/{deployed}/deploy").json()["id"]
+    while api.get(f"/servers/{server}").json()["status"] != "ready":
+        time.sleep(0.3)
+    held_out = ANNOTATED[300:]
+    predictions = api.post(f"/servers/{server}/predict", json={"tasks": held_out}).json()[
+        "predictions"
+    ]
+    gold = {
+        (r["id"], v["value"]["start"], v["value"]["end"], v["value"]["labels"][0])
+        for r in held_out
+        for v in r["completions"][0]["result"]
+        if v["value"]["labels"][0] in labels
+    }
+    found = {
+        (p["task_id"], i["value"]["start"], i["value"]["end"], i["value"]["labels"][0])
+        for p in predictions
+        for i in p["result"]
+    }
+    f1 = 2 * len(gold & found) / (len(gold) + len(found))
+    assert f1 > 0.8 > metrics["baseline_f1"]
+
+    again = wait_job(api, train_job(api, training_project, model_name=name, epochs=2).json()["id"])
+    assert again["details"]["model"] == f"{name}_v2"
+    assert [v["name"] for v in api.get(f"/models/{name}").json()["versions"]] == [
+        f"{name}_v1",
+        f"{name}_v2",
+    ]
+
+
+def test_cancelling_training_frees_resources_and_registers_nothing(api: httpx.Client) -> None:
+    project = import_annotated(api, ANNOTATED[:200])
+    free_before = ray.available_resources()["CPU"]
+    name = f"cancelled_{uuid.uuid4().hex[:6]}"
+    job = train_job(api, project, model_name=name, epochs=200).json()
+    deadline = time.monotonic() + 60
+    while api.get(f"/jobs/{job['id']}").json()["done"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert ray.available_resources()["CPU"] <= free_before - 1
+    cancelled = api.delete(f"/jobs/{job['id']}").json()
+    assert cancelled["state"] == "cancelled"
+    deadline = time.monotonic() + 30
+    while ray.available_resources()["CPU"] < free_before:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert api.get(f"/models/{name}").status_code == 404
+
+
+def test_bad_training_requests(api: httpx.Client, ray_cluster) -> None:
+    few = import_annotated(api, ANNOTATED[:5])
+    response = train_job(api, few, model_name="few")
+    assert response.status_code == 422 and "at least 10 completions" in response.json()["detail"]
+    enough = import_annotated(api, ANNOTATED[:20])
+    unknown = train_job(api, enough, model_name="x", base_model="no_such_model")
+    assert (
+        unknown.status_code == 422 and "unknown model 'no_such_model'" in unknown.json()["detail"]
+    )
+    assert train_job(api, enough, model_name="bad name!").status_code == 422
+    huge = train_job(api, enough, model_name="huge", resources={"num_cpus": 64})
+    assert huge.status_code == 409 and "Cannot train" in huge.json()["detail"]
+    annotator = api.post("/users", json={"name": f"a-{uuid.uuid4().hex[:6]}"}).json()
+    api.put(f"/projects/{enough}/members", json={"user_id": annotator["id"], "role": "annotator"})
+    with httpx.Client(
+        base_url=ray_cluster.url, headers={"Authorization": f"Bearer {annotator['token']}"}
+    ) as ann:
+        assert (
+            ann.post(
+                f"/projects/{enough}/train", json={"kind": "ner", "model_name": "z"}
+            ).status_code
+            == 403
+        )
+
+
+def test_train_and_models_show_from_the_cli(api: httpx.Client, ray_cluster) -> None:
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    project = import_annotated(api, ANNOTATED[:60])
+    name = f"cli_{uuid.uuid4().hex[:6]}"
+    connection = ["--url", ray_cluster.url, "--token", ray_cluster.admin_token]
+    runner = CliRunner()
+    trained = runner.invoke(
+        app, ["train", str(project), "--model-name", name, "--epochs", "3", *connection]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert f"registered {name}_v1, held-out F1" in trained.stdout
+    shown = runner.invoke(app, ["models", "show", name, *connection])
+    assert shown.exit_code == 0 and f"{name}_v1" in shown.stdout
+    assert "60" in shown.stdout and "completions" in shown.stdout
+    missing = runner.invoke(app, ["models", "show", "nothing_here", *connection])
+    assert missing.exit_code == 2 and "no model named 'nothing_here'" in missing.stderr
