@@ -24,6 +24,9 @@ test: lint
 
 bench: install
 	$(PY) bench/annotate.py
+	$(PY) bench/serve.py
+	$(PY) bench/bulk.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
