@@ -26,11 +26,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from annotators.pipeline import Pipeline  # noqa: E402
-from bench.workload import EXAMPLES, example_tasks  # noqa: E402
+from bench.workload import EXAMPLES, example_tasks, in_process_rate, local_api  # noqa: E402
 from client.api import Client  # noqa: E402
-from cluster.control_plane import free_port, start_control_plane  # noqa: E402
-from cluster.ray_cluster import NAMESPACE  # noqa: E402
-from configs.paths import database_url, hub_dir  # noqa: E402
 from configs.project import load_project_config  # noqa: E402
 from configs.validation import validate_config  # noqa: E402
 
@@ -96,22 +93,9 @@ def main() -> None:
 
     config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
     tasks = example_tasks("news", args.tasks)
-    pipeline = Pipeline(config)
-    pipeline.annotate(tasks[:64])
-    start = time.perf_counter()
-    for i in range(0, len(tasks), 64):
-        pipeline.annotate(tasks[i : i + 64])
-    direct = len(tasks) / (time.perf_counter() - start)
-    del pipeline
+    direct = in_process_rate(Pipeline(config), tasks)
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
-    url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
+    url, token = local_api()
     rates = {}
     with Client(url, token, timeout=600) as client:
         for replicas in (1, 2):

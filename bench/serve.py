@@ -25,11 +25,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from annotators.pipeline import Pipeline  # noqa: E402
-from bench.workload import EXAMPLES, example_tasks  # noqa: E402
+from bench.workload import EXAMPLES, example_tasks, in_process_rate, local_api  # noqa: E402
 from client.api import Client  # noqa: E402
-from cluster.control_plane import free_port, start_control_plane  # noqa: E402
-from cluster.ray_cluster import NAMESPACE  # noqa: E402
-from configs.paths import database_url, hub_dir  # noqa: E402
 from configs.project import load_project_config  # noqa: E402
 from configs.validation import validate_config  # noqa: E402
 
@@ -62,20 +59,10 @@ def main() -> None:
         start = time.perf_counter()
         pipeline.annotate([task])
         direct_latency.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    for i in range(0, len(tasks), 64):
-        pipeline.annotate(tasks[i : i + 64])
-    direct_rate = len(tasks) / (time.perf_counter() - start)
+    direct_rate = in_process_rate(pipeline, tasks)
     del pipeline
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
-    url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
+    url, token = local_api()
     auth = {"Authorization": f"Bearer {token}"}
     with Client(url, token) as client:
         created = client.create_project(project.model_dump())

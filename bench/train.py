@@ -20,11 +20,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from bench.bulk import new_project  # noqa: E402
-from bench.workload import EXAMPLES  # noqa: E402
+from bench.workload import EXAMPLES, local_api  # noqa: E402
 from client.api import Client  # noqa: E402
-from cluster.control_plane import free_port, start_control_plane  # noqa: E402
-from cluster.ray_cluster import NAMESPACE  # noqa: E402
-from configs.paths import database_url, hub_dir  # noqa: E402
 from configs.project import load_project_config  # noqa: E402
 
 
@@ -47,14 +44,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
-    url, token = start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)
+    url, token = local_api()
     spec = {"kind": "ner", "model_name": "posology_ner", "epochs": args.epochs}
     with Client(url, token, timeout=600) as client:
         project_a = training_project(client)

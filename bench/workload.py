@@ -1,7 +1,12 @@
 """The benchmark workload: example-project documents, repeated with variations."""
 
 import json
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from annotators.pipeline import Pipeline
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
 
@@ -15,3 +20,30 @@ def example_texts(project: str = "news", count: int = 10_000) -> list[str]:
 
 def example_tasks(project: str = "news", count: int = 10_000) -> list[dict]:
     return [{"id": i, "data": {"text": t}} for i, t in enumerate(example_texts(project, count))]
+
+
+def in_process_rate(pipeline: "Pipeline", tasks: list[dict], batch_size: int = 64) -> float:
+    """Tasks/s of the annotators pipeline called directly, in batches: the baseline."""
+    pipeline.annotate(tasks[:batch_size])
+    start = time.perf_counter()
+    for i in range(0, len(tasks), batch_size):
+        pipeline.annotate(tasks[i : i + batch_size])
+    return len(tasks) / (time.perf_counter() - start)
+
+
+def local_api() -> tuple[str, str]:
+    """A fresh local Ray (2 CPUs) with the API on it; returns its URL and an admin token."""
+    import ray
+
+    from cluster.control_plane import free_port, start_control_plane
+    from cluster.ray_cluster import NAMESPACE
+    from configs.paths import database_url, hub_dir
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    return start_control_plane("127.0.0.1", free_port(), database_url(), str(hub_dir()), None)

@@ -160,3 +160,25 @@ def test_bad_requests_get_4xx_and_the_cluster_keeps_serving(api: httpx.Client) -
     assert "no text" in first["error"] and second["result"]
     assert api.get("/health").json()["status"] == "UP"
     assert api.get("/openapi.json").json()["info"]["title"] == "preannotate"
+
+
+def test_scale_to_zero_server_holds_no_license_until_called(api: httpx.Client) -> None:
+    scaling = {"min_replicas": 0, "max_replicas": 1}
+    project = new_project(
+        api,
+        "PERSON",
+        model="ner_licensed_demo",
+        resources={"num_cpus": 0.5, "autoscaling": scaling},
+    )
+    server = deploy(api, project)
+    assert server.status_code == 202, server.text
+    ready = wait_ready(api, server.json()["id"])
+    assert ready["replicas"]["running"] == 0
+    assert ray.available_resources().get("license_token") == 1
+    response = predict(api, ready["id"])
+    assert response.status_code == 200
+    assert ("Barack Obama", "PERSON") in {
+        (i["value"]["text"], i["value"]["labels"][0])
+        for i in response.json()["predictions"][0]["result"]
+    }
+    assert "license_token" not in ray.available_resources()

@@ -5,6 +5,7 @@ and train; Annotators read tasks and predictions and create completions. Admins 
 everything. No token is 401, a token without the role is 403.
 """
 
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -16,6 +17,8 @@ from scheduler.actor import find_scheduler
 from store import InvalidState, Role, Store
 from store.models import User
 
+TOKEN_CACHE_S = 30.0
+TOKEN_CACHE_SIZE = 10_000
 MANAGE = {Role.OWNER.value, Role.MANAGER.value}
 READ = MANAGE | {Role.ANNOTATOR.value}
 
@@ -26,6 +29,17 @@ class Context:
     hub: Hub
     handles: dict[str, DeploymentHandle] = field(default_factory=dict)
     """Handles of servers seen ready; dropped on delete or when a call finds them gone."""
+    users: dict[str, tuple[float, User | None]] = field(default_factory=dict)
+    """Token -> (when looked up, user): the interactive lane skips the database."""
+
+    def user_for_token(self, token: str) -> User | None:
+        now = time.monotonic()
+        cached = self.users.get(token)
+        if cached is None or now - cached[0] > TOKEN_CACHE_S:
+            if len(self.users) > TOKEN_CACHE_SIZE:
+                self.users.clear()
+            cached = self.users[token] = (now, self.store.user_for_token(token))
+        return cached[1]
 
     @property
     def scheduler(self) -> Any:
@@ -52,7 +66,7 @@ def current_user(
     authorization: Annotated[str | None, Header()] = None,
 ) -> User:
     scheme, _, token = (authorization or "").partition(" ")
-    user = ctx.store.user_for_token(token) if scheme.lower() == "bearer" and token else None
+    user = ctx.user_for_token(token) if scheme.lower() == "bearer" and token else None
     if user is None:
         raise HTTPException(
             401,
