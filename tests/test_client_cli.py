@@ -246,6 +246,7 @@ def test_ctrl_c_cancels_the_job(
     while not admin.jobs(project_id):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.2)
+    time.sleep(1.0)  # the job exists a moment before the command has its id and follows it
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
