@@ -20,7 +20,7 @@ from store.models import Job, Task
 Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 PAGE_SIZE = 1024
-BATCH_SIZE = 64
+BATCH_SIZE = 128
 IN_FLIGHT = 8
 TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
