@@ -11,6 +11,7 @@ during a job over `--small` and over `--large` tasks.
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -73,15 +74,61 @@ def new_project(client: Client, name: str, replicas: int, count: int) -> int:
     return project_id
 
 
+PROBE_PAUSE_S = 0.1
+
+
+class InteractiveProbe:
+    """Pre-annotates one document at a time over HTTP, recording each call's latency."""
+
+    def __init__(self, url: str, token: str, server: str):
+        self.client = Client(url, token)
+        self.server, self.latencies, self.running = server, [], True
+        self.task = [{"id": 0, "data": {"text": "Angela Merkel met Tim Cook in Paris."}}]
+
+    def call(self) -> None:
+        start = time.perf_counter()
+        self.client.predict(self.server, self.task)
+        self.latencies.append(time.perf_counter() - start)
+
+    def during(self, pause_s: float) -> threading.Thread:
+        """Keep calling, `pause_s` apart (an annotator clicking), until stopped."""
+
+        def loop() -> None:
+            while self.running:
+                self.call()
+                time.sleep(pause_s)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {statistics.median(ordered) * 1000:6.1f} ms, p99 {p99 * 1000:6.1f} ms"
+
+
 def timed_job(
-    client: Client, project_id: int, watch: psutil.Process | None = None
+    client: Client,
+    project_id: int,
+    watch: psutil.Process | None = None,
+    probe: InteractiveProbe | None = None,
 ) -> tuple[dict, int]:
-    server = client.deploy(project_id)["id"]
-    client.wait_until_ready(server)
     peak = PeakRss(watch) if watch else None
+    thread = probe.during(PROBE_PAUSE_S) if probe else None
     job = client.wait_for_job(client.preannotate(project_id)["id"], poll_s=0.2)
+    if probe and thread:
+        probe.running = False
+        thread.join()
     assert job["state"] == "succeeded" and job["failed"] == 0, job
     return job, peak.stop() if peak else 0
+
+
+def deployed(client: Client, project_id: int) -> str:
+    server = client.deploy(project_id)["id"]
+    client.wait_until_ready(server)
+    return server
 
 
 def main() -> None:
@@ -100,14 +147,21 @@ def main() -> None:
     with Client(url, token, timeout=600) as client:
         for replicas in (1, 2):
             project = new_project(client, f"bulk-{replicas}", replicas, args.tasks)
-            job, _ = timed_job(client, project)
-            rates[replicas] = job["rate"]
-            client.delete_server(job["server_id"])
+            server = deployed(client, project)
+            rates[replicas] = timed_job(client, project)[0]["rate"]
+            if replicas == 1:
+                idle = InteractiveProbe(url, token, server)
+                for _ in range(50):
+                    idle.call()
+                busy = InteractiveProbe(url, token, server)
+                rate_with_probe = timed_job(client, project, probe=busy)[0]["rate"]
+            client.delete_server(server)
         peaks = {}
         for size in (args.small, args.large):
             project = new_project(client, f"memory-{size}", 2, size)
+            server = deployed(client, project)
             job, peaks[size] = timed_job(client, project, scheduler_process())
-            client.delete_server(job["server_id"])
+            client.delete_server(server)
     serve.shutdown()
     ray.shutdown()
 
@@ -119,6 +173,12 @@ def main() -> None:
             f"bulk job, {replicas} replica(s):          {rate:7.1f} tasks/s "
             f"({rate / direct:.2f} of direct)"
         )
+    print(f"interactive single-document latency, server idle:       {percentiles(idle.latencies)}")
+    print(f"interactive single-document latency, during a bulk job: {percentiles(busy.latencies)}")
+    print(
+        f"bulk job, 1 replica, with those {len(busy.latencies)} interactive calls: "
+        f"{rate_with_probe:7.1f} tasks/s"
+    )
     print(
         f"scheduler peak RSS during a {args.small:,}-task job:  {peaks[args.small] / mib:7.1f} MiB"
     )

@@ -5,8 +5,6 @@ Each replica loads its pipeline once, then batches documents from concurrent req
 """
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +16,10 @@ from annotators.pipeline import Pipeline
 from cluster.license import LICENSE_TOKEN
 from configs.project import ProjectConfig
 from configs.validation import ValidatedConfig, validate_config
+from deployments.lanes import Lanes
 from hub.catalog import Hub
 
 MAX_BATCH_SIZE = 32
-SLICE = 32
 
 
 def report(server_id: str, state: str) -> None:
@@ -44,34 +42,25 @@ class ModelServer:
         hub = Hub(Path(hub_root))
         self.config = validate_config(ProjectConfig.model_validate(project), hub)
         self.pipeline = Pipeline(self.config, hub)
-        self.pipeline_lock = threading.Lock()
-        self.interactive_lane = ThreadPoolExecutor(1, thread_name_prefix="interactive")
-        self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
+        self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
         report(server_id, "ready")
-
-    def _run(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Annotate in slices, holding the pipeline one slice at a time, so an interactive
-        call waits for at most one slice of a bulk batch, never the whole batch."""
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(tasks), SLICE):
-            with self.pipeline_lock:
-                out += [p.as_json() for p in self.pipeline.annotate(tasks[start : start + SLICE])]
-        return out
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.001)
     async def _interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.interactive_lane, self._run, tasks)
+        return await loop.run_in_executor(
+            self.lanes.interactive_lane, self.lanes.interactive, tasks
+        )
 
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The interactive lane: one prediction (or error) per task, in order. Documents of
-        concurrent calls are batched together, on a thread bulk batches never occupy."""
+        """The interactive lane: one prediction (or error) per task, in order; documents of
+        concurrent calls are batched together, ahead of bulk work."""
         return list(await asyncio.gather(*(self._interactive(task) for task in tasks)))
 
     async def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The bulk lane: a job's batch, annotated as one batch on its own thread."""
+        """The bulk lane: a job's batch, in slices that yield to interactive calls."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.bulk_lane, self._run, tasks)
+        return await loop.run_in_executor(self.lanes.bulk_lane, self.lanes.bulk, tasks)
 
     def describe(self) -> dict[str, Any]:
         """What this server has deployed: its models with their labels, and its rules."""

@@ -5,43 +5,87 @@ scheduler actor, the CLI), so it runs in WAL mode (readers never wait for the wr
 foreign keys on, and every write transaction starts with `BEGIN IMMEDIATE`: it takes the
 write lock up front, so a read-then-write (e.g. "next prediction version") never finds
 its snapshot stale halfway through. Read transactions stay deferred.
+
+PostgreSQL (`PREANNOTATE_DATABASE_URL`) has no such database-wide write lock: write
+transactions run concurrently at READ COMMITTED. So every read-then-write locks what it
+reads first (`get_or_raise(..., for_update=True)`, `SELECT ... FOR UPDATE`; SQLite
+ignores both), and creating the schema takes an advisory lock instead.
+
+JSON columns hold standard JSON only, on every backend: Python would write NaN and
+Infinity as bare tokens, which SQLite stores, PostgreSQL rejects and no export can carry.
 """
 
+import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from configs.paths import database_url
-from store.errors import NotFound
+from store.errors import InvalidInput, NotFound
 from store.models import Base
 
 _WRITE_OPTION = "preannotate_write"
+_WAL_ATTEMPTS = 100
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 """A large import holds the write lock for a while; other writers wait rather than fail."""
+_SCHEMA_LOCK = 0x70726561  # "prea": any key no other application on the server uses
+
+ROW_LOCK = {"key_share": True}
+"""`FOR NO KEY UPDATE`: excludes other writers of the row, but not inserts that reference
+it (their foreign-key check takes a key-share lock, which plain `FOR UPDATE` would block:
+a transaction that inserted a job's predictions and then locked the job would deadlock
+with another doing the same)."""
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+
+def json_dumps(value: Any) -> str:
+    """Standard JSON, the same on every backend (see the module docstring)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise InvalidInput("NaN and Infinity are not JSON; store null or a number") from None
+
+
+def _use_wal(connection: Any) -> None:
+    """Switch the file to WAL (a setting the file keeps). Switching needs the file to
+    itself and does not wait on the busy timeout, so processes opening a new file at the
+    same moment retry; once one has switched, the others find WAL and do nothing."""
+    for _ in range(_WAL_ATTEMPTS):
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            time.sleep(0.05)
+    connection.execute("PRAGMA journal_mode=WAL")
 
 
 def create_store_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get their folder, WAL, foreign keys and locking."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
+        return create_engine(url, json_serializer=json_dumps)
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
+    engine = create_engine(
+        url, json_serializer=json_dumps, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S}
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own transaction handling would ignore BEGIN IMMEDIATE; take it over.
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        _use_wal(dbapi_connection)
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
@@ -63,8 +107,12 @@ class Database:
         self.url = url or database_url()
         self.engine = create_store_engine(self.url)
         writer = self.engine.execution_options(**{_WRITE_OPTION: True})
-        # Under the write lock, so two processes starting together do not race on DDL.
+        # Under a lock, so two processes starting together do not race on DDL (on
+        # PostgreSQL both would see no tables and the second CREATE TABLE would fail).
         with writer.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                connection.execute(lock, {"key": _SCHEMA_LOCK})
             Base.metadata.create_all(connection)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
@@ -80,9 +128,19 @@ class Database:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._write_sessions.begin() as session:
-            yield session
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        `InvalidInput` raised while a value is converted for the database (`json_dumps`)
+        comes out as itself: SQLAlchemy wraps it in a `StatementError` where it converts
+        the value (SQLite), but not where the driver does (psycopg).
+        """
+        try:
+            with self._write_sessions.begin() as session:
+                yield session
+        except StatementError as error:
+            if isinstance(error.orig, InvalidInput):
+                raise error.orig from None
+            raise
 
 
 def get_or_raise(
@@ -90,9 +148,11 @@ def get_or_raise(
 ) -> ModelT:
     """The row with primary key `key`, or `NotFound` naming what was asked for.
 
-    `for_update` locks the row (PostgreSQL) for a read-modify-write such as a counter.
+    `for_update` locks the row (PostgreSQL; SQLite's write transactions already exclude
+    each other) until the transaction ends, for a read-modify-write such as a counter or a
+    state change, so a concurrent writer waits instead of acting on a stale read.
     """
-    row = session.get(model, key, with_for_update=True if for_update else None)
+    row = session.get(model, key, with_for_update=ROW_LOCK if for_update else None)
     if row is None:
         raise NotFound(f"{model.label} {key!r} not found")
     return row

@@ -123,10 +123,12 @@ class JobOps(Database):
         """Move a job to `state` with an optional reason (why it failed or was cancelled).
 
         Setting the state it already has is a no-op, so a retried message is harmless.
+        The row is locked while the transition is checked, so of two racing changes (a
+        cancel and a success) the second sees the first's result and is refused.
         """
         target = parse_choice(JobState, state, "job state")
         with self._write() as session:
-            job = get_or_raise(session, Job, job_id)
+            job = get_or_raise(session, Job, job_id, for_update=True)
             current = JobState(job.state)
             if target == current:
                 return job

@@ -1,8 +1,11 @@
 """Predictions: append-only, versioned per task, written once per (task, job).
 
-A batch is one transaction. Its tasks are locked first (`SELECT ... FOR UPDATE` on
+A batch is one transaction. Its tasks are locked first (`SELECT ... FOR NO KEY UPDATE` on
 PostgreSQL; SQLite's write transactions already exclude each other), so two writers
 never hand out the same version for a task, whichever order their batches interleave in.
+Tasks are locked in id order, so two batches sharing tasks cannot deadlock; the job
+whose `done` a batch counts is locked next, before anything is inserted, so concurrent
+batches of one job never lose an increment.
 """
 
 from collections.abc import Iterable, Mapping
@@ -11,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from store.compare import compare_results
-from store.db import Database, get_or_raise
+from store.db import ROW_LOCK, Database, get_or_raise
 from store.errors import InvalidInput, NotFound
 from store.models import Job, Prediction, Task, utcnow
 
@@ -37,10 +40,20 @@ class PredictionOps(Database):
         task_ids = sorted({row["task_id"] for row in values})
         job_ids = sorted({row["job_id"] for row in values if row["job_id"] is not None})
         with self._write() as session:
-            locked = select(Task.id).where(Task.id.in_(task_ids)).with_for_update()
+            locked = (
+                select(Task.id)
+                .where(Task.id.in_(task_ids))
+                .order_by(Task.id)
+                .with_for_update(**ROW_LOCK)
+            )
             missing = set(task_ids) - set(session.scalars(locked))
             if missing:
                 raise NotFound(f"task {min(missing)} not found ({len(missing)} missing)")
+            counted = (
+                None
+                if count_for_job is None
+                else get_or_raise(session, Job, count_for_job, for_update=True)
+            )
             for job_id in job_ids:
                 get_or_raise(session, Job, job_id)
             latest_versions = (
@@ -65,8 +78,8 @@ class PredictionOps(Database):
                 new_rows.append({**row, "version": version, "created_at": now})
             if new_rows:
                 session.execute(insert(Prediction), new_rows)
-                if count_for_job is not None:
-                    get_or_raise(session, Job, count_for_job).done += len(new_rows)
+                if counted is not None:
+                    counted.done += len(new_rows)
         return len(new_rows)
 
     def get_prediction(self, prediction_id: int) -> Prediction:

@@ -43,7 +43,8 @@ class ProjectOps(Database):
         version, so re-saving an unchanged config does not invalidate deployed servers.
         """
         with self._write() as session:
-            get_or_raise(session, Project, project_id)
+            # Locked, so concurrent saves queue for the next version instead of colliding.
+            get_or_raise(session, Project, project_id, for_update=True)
             current = session.scalar(_latest_config(project_id))
             if current is not None and current.config_hash == config_hash:
                 return current.version

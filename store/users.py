@@ -58,10 +58,13 @@ class UserOps(Database):
             return session.scalar(query)
 
     def set_role(self, user_id: int, project_id: int, role: str) -> Membership:
-        """Give a user a role in a project, replacing any role they had there."""
+        """Give a user a role in a project, replacing any role they had there.
+
+        The user is locked first, so two requests for a new member cannot both insert it.
+        """
         project_role = parse_choice(Role, role, "role")
         with self._write() as session:
-            get_or_raise(session, User, user_id)
+            get_or_raise(session, User, user_id, for_update=True)
             get_or_raise(session, Project, project_id)
             membership = session.scalar(
                 select(Membership).where(

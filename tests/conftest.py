@@ -160,3 +160,64 @@ def api(ray_cluster: RayCluster) -> Iterator[httpx.Client]:
         yield client
         for server in client.get("/servers").json():
             client.delete(f"/servers/{server['id']}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL server for the session, as a URL of its `postgres` database.
+
+    The server starts once (a few seconds) on a free 127.0.0.1 port with its data in a
+    temporary folder; tests create their own databases on it. PostgreSQL refuses to run
+    as root, so under root it runs as the `postgres` user. Durability is off (fsync,
+    synchronous commit): the data lives only as long as the session.
+    """
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    from cluster.control_plane import free_port
+
+    on_path = shutil.which("initdb")
+    versions = Path("/usr/lib/postgresql").glob("*/bin/initdb")  # Debian: one per major
+    installed = sorted(
+        (path for path in versions if path.parent.parent.name.isdigit()),
+        key=lambda path: int(path.parent.parent.name),
+    )
+    initdb = Path(on_path) if on_path else (installed[-1] if installed else None)
+    if initdb is None or not (initdb.parent / "pg_ctl").is_file():
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pg_ctl = initdb.parent / "pg_ctl"
+    run_as: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="preannotate-pg-"))
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(base)
+            pytest.skip("no 'postgres' user to run the PostgreSQL server as (it refuses root)")
+        os.chown(base, account.pw_uid, account.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, log = base / "data", base / "server.log"
+    port = free_port()
+    options = (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+
+    def postgres(*args: str) -> None:
+        done = subprocess.run([*run_as, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            server_log = log.read_text() if log.is_file() else ""
+            raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr}{server_log}")
+
+    try:
+        # UTF-8 whatever this machine's locale is, as a production server would have.
+        settings = ["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
+        postgres(str(initdb), "-D", str(data), *settings)
+        postgres(str(pg_ctl), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").is_file():
+            postgres(str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
