@@ -19,7 +19,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from client.api import ApiError, Client, connection_settings, task_format
+from client.api import ApiError, Client, Json, connection_settings, task_format
 from client.cli import app
 from cluster.control_plane import free_port
 from configs.project import load_project_config
@@ -226,12 +226,29 @@ def test_a_second_run_adds_a_prediction_version_a_completion_can_copy(
     assert [c["id"] for c in admin.completions(task_id)] == [completion["id"]]
 
 
+def many_tasks(cli: Cli, name: str, tmp_path: Path, count: int = 3000) -> None:
+    """Enough tasks that a job is still running when a test acts on it."""
+    lines = "".join(
+        json.dumps({"text": f"Angela Merkel met Tim Cook in Paris, {i}."}) + "\n"
+        for i in range(count)
+    )
+    (tmp_path / "many.jsonl").write_text(lines)
+    assert cli("tasks", "import", name, tmp_path / "many.jsonl").exit_code == 0
+
+
+def wait_for_progress(admin: Client, project_id: int, done: int = 100) -> Json:
+    deadline = time.monotonic() + 120
+    while not (jobs := admin.jobs(project_id)) or jobs[0]["done"] < done:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return jobs[0]
+
+
 def test_ctrl_c_cancels_the_job(
     cli: Cli, admin: Client, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
-    # other resources: a configuration no server has yet, so the job waits for a deploy
-    name = created(cli, tmp_path, num_cpus=0.25)
-    project_id = admin.resolve_project(name)
+    name = created(cli, tmp_path)
+    many_tasks(cli, name, tmp_path)
     command = [
         str(Path(sys.executable).parent / "preannotate"),
         "run",
@@ -242,41 +259,29 @@ def test_ctrl_c_cancels_the_job(
         ray_cluster.admin_token,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not admin.jobs(project_id):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.2)
-    time.sleep(1.0)  # the job exists a moment before the command has its id and follows it
+    job = wait_for_progress(admin, admin.resolve_project(name))
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    job_id = int(re.search(r"cancelled job (\d+)", stderr).group(1))
-    assert admin.wait_for_job(job_id, poll_s=0.2)["state"] == "cancelled"
+    assert f"cancelled job {job['id']}" in stderr
+    final = admin.wait_for_job(job["id"], poll_s=0.2)
+    assert final["state"] == "cancelled" and final["done"] < final["total"]
 
 
 def test_a_job_cancelled_by_deleting_its_server_exits_1(
     cli: Cli, admin: Client, tmp_path: Path
 ) -> None:
     name = created(cli, tmp_path)
-    project_id = admin.resolve_project(name)
-    lines = "".join(
-        json.dumps({"text": f"Angela Merkel met Tim Cook in Paris, {i}."}) + "\n"
-        for i in range(3000)
-    )
-    (tmp_path / "many.jsonl").write_text(lines)
-    assert cli("tasks", "import", name, tmp_path / "many.jsonl").exit_code == 0
+    many_tasks(cli, name, tmp_path)
     outcome: list[Result] = []
     running = threading.Thread(target=lambda: outcome.append(cli("run", name)))
     running.start()
-    deadline = time.monotonic() + 120
-    while not (jobs := admin.jobs(project_id)) or jobs[0]["done"] < 100:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    admin.delete_server(jobs[0]["server_id"])
+    job = wait_for_progress(admin, admin.resolve_project(name))
+    admin.delete_server(job["server_id"])
     running.join(timeout=120)
     [result] = outcome
     assert result.exit_code == 1
-    assert f"server {jobs[0]['server_id']} was deleted" in result.stderr
+    assert f"server {job['server_id']} was deleted" in result.stderr
 
 
 def test_client_resolves_projects_follows_pages_and_reports_server_messages(
