@@ -13,10 +13,24 @@ from annotators.runtimes import ModelRuntime, load_runtime
 from annotators.spans import Span, resolve_overlaps
 from configs.labeling import ChoicesControl, LabelsControl
 from configs.validation import ValidatedConfig
-from hub.catalog import Hub
+from hub.catalog import Hub, HubError
 
 MAX_DOCUMENT_CHARS = 1_000_000
 CHOICE_THRESHOLD = 0.5
+RUNNABLE_KINDS = {"ner", "classification"}
+
+
+def check_runnable(config: ValidatedConfig) -> None:
+    """Refuse, before anything loads, models whose kind the pipeline cannot run yet, rather
+    than serving a configuration that silently predicts nothing for them."""
+    unsupported = [
+        f"'{n}' ({m.kind})" for n, m in config.models.items() if m.kind not in RUNNABLE_KINDS
+    ]
+    if unsupported:
+        raise HubError(
+            f"pre-annotation cannot run {', '.join(unsupported)} models yet; "
+            f"it runs {' and '.join(sorted(RUNNABLE_KINDS))} models and rules"
+        )
 
 
 def task_data(task: Any) -> dict[str, Any]:
@@ -31,6 +45,7 @@ def task_data(task: Any) -> dict[str, Any]:
 
 class Pipeline:
     def __init__(self, config: ValidatedConfig, hub: Hub | None = None):
+        check_runnable(config)
         self.config = config
         hub = hub or Hub()
         self.runtimes: dict[str, ModelRuntime] = {

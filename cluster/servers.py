@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 from ray.serve.schema import ApplicationStatus
 
+from annotators.pipeline import check_runnable
 from cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
 from cluster.license import License, LicenseError, require_scope
 from cluster.ray_cluster import nodes
@@ -111,6 +112,7 @@ class ServerManager:
         if shared is not None:
             self.store.attach_project(shared.id, project_id)
             return await self.describe(shared.id)
+        check_runnable(config)
         problem = self._license_problem(config)
         if problem:
             raise DeployRefused(f"Cannot deploy: {problem}")

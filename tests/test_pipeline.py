@@ -153,3 +153,16 @@ def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
     picked = [r.result[0]["value"]["choices"] for r in results]
     assert picked == [["sports"], ["finance"]]
     assert results[0].result[0]["type"] == "choices" and 0.5 < results[0].score <= 1
+
+
+def test_models_the_pipeline_cannot_run_are_refused(make_model) -> None:
+    from hub.catalog import HubError
+
+    make_model(
+        "assert_a", kind="assertion", labels=["Absent"], embeddings="spacy_tok2vec_en_core_web_sm"
+    )
+    config = validate_config(
+        project(labels_xml(*NER, 'value="Absent" assertion="true" model="assert_a"'))
+    )
+    with pytest.raises(HubError, match=r"cannot run 'assert_a' \(assertion\) models yet"):
+        Pipeline(config)
