@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ray import serve
-from ray.serve.schema import ApplicationStatus
+from ray.serve.schema import ApplicationStatus, ServeStatus
 
 from annotators.pipeline import check_runnable
 from cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
@@ -157,11 +157,14 @@ class ServerManager:
             f"{PLACEMENT_TIMEOUT_S:.0f} s (other work holds the resources); it was removed."
         )
 
-    async def state(self, server_id: str) -> tuple[str, str | None]:
-        """deploying / loading / ready / failed / deleting, with Serve's message if any."""
+    async def state(
+        self, server_id: str, status: ServeStatus | None = None
+    ) -> tuple[str, str | None]:
+        """deploying / loading / ready / failed / deleting, with Serve's message if any.
+        `status` is a snapshot of `serve.status()` shared by a listing of many servers."""
         if server_id in self.deleting:
             return ServerStatus.DELETING, None
-        status = await asyncio.to_thread(serve.status)
+        status = status or await asyncio.to_thread(serve.status)
         app = status.applications.get(server_id)
         if app is None:
             return ServerStatus.FAILED, "the Serve application is gone (was the cluster restarted?)"
@@ -174,13 +177,13 @@ class ServerManager:
             return ServerStatus.LOADING, None
         return ServerStatus.DEPLOYING, None
 
-    async def describe(self, server_id: str) -> dict[str, Any]:
+    async def describe(self, server_id: str, status: ServeStatus | None = None) -> dict[str, Any]:
         """What the Clusters page shows for one server."""
         server = self.store.get_server(server_id)
         if server.deleted_at is not None:
             state, message = ServerStatus.DELETED.value, None
         else:
-            state, message = await self.state(server_id)
+            state, message = await self.state(server_id, status)
             if state != server.status:
                 server = self.store.set_server_status(server_id, state)
         config = validate_config(parse_project_config(server.config), self.hub)
@@ -210,8 +213,13 @@ class ServerManager:
             "deployed_at": server.deployed_at.isoformat(),
         }
 
+    async def _describe_all(self, servers: list[Server]) -> list[dict[str, Any]]:
+        """Describe several servers from one `serve.status()` snapshot."""
+        status = await asyncio.to_thread(serve.status) if servers else None
+        return [await self.describe(s.id, status) for s in servers]
+
     async def list(self) -> list[dict[str, Any]]:
-        return [await self.describe(s.id) for s in self.store.list_servers()]
+        return await self._describe_all(self.store.list_servers())
 
     async def delete(self, server_id: str) -> dict[str, Any]:
         """Delete the Serve app and wait until its replicas (and their resources) are gone."""
@@ -231,11 +239,9 @@ class ServerManager:
     async def options(self, project_id: int) -> dict[str, Any]:
         """What the Pre-Annotate dialog shows for a project."""
         config = self.project_config(project_id)
-        usable = [
-            await self.describe(s.id)
-            for s in self.store.list_servers()
-            if s.config_hash == config.hash
-        ]
+        usable = await self._describe_all(
+            [s for s in self.store.list_servers() if s.config_hash == config.hash]
+        )
         problem = self._license_problem(config)
         fit = None if problem else self.fit(config)
         reason = f"Cannot deploy: {problem}" if problem else (None if fit.fits else fit.message)
