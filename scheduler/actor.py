@@ -82,9 +82,7 @@ class Scheduler:
         )
         fit = self.servers.fit_request(request_)
         if not fit.fits:
-            raise DeployRefused(
-                fit.explain("train"), fit.delete_candidates
-            )
+            raise DeployRefused(fit.explain("train"), fit.delete_candidates)
         job = self.store.create_job(
             project_id, JobKind.TRAIN, params=spec.model_dump(), total=spec.epochs
         )
@@ -130,7 +128,8 @@ class Scheduler:
             found = set()
             for start in range(0, len(ids), 1000):
                 chunk = ids[start : start + 1000]
-                found.update(t.id for t in self.store.tasks_by_ids(project_id, chunk))
+                rows = self.store.task_documents(project_id, limit=len(chunk), among=chunk)
+                found.update(row.id for row in rows)
             missing = [i for i in ids if i not in found]
             if missing:
                 raise InvalidInput(

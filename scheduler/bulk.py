@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from store import JobState, Store
-from store.models import Job, Task
+from store import JobState, Store, TaskDocument
+from store.models import Job
 
 Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
@@ -32,7 +32,7 @@ class ServerGone(Exception):
     """The job's server was deleted: the job ends as cancelled, with this reason."""
 
 
-def _chunks(items: list[Task], size: int) -> Iterator[list[Task]]:
+def _chunks(items: list[TaskDocument], size: int) -> Iterator[list[TaskDocument]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
@@ -58,16 +58,17 @@ class BulkJob:
         self.config_hash = ""
         self.cancel_reason = "cancelled"
 
-    def _pages(self, job: Job) -> Iterator[list[Task]]:
-        """The job's tasks a page at a time: the selected ids, or the whole project."""
+    def _pages(self, job: Job) -> Iterator[list[TaskDocument]]:
+        """The job's `(id, data)` rows a page at a time: the selected ids, or the project's."""
         selected = job.params.get("task_ids")
         if selected:
             ordered = sorted(selected)
             for start in range(0, len(ordered), PAGE_SIZE):
-                yield self.store.tasks_by_ids(job.project_id, ordered[start : start + PAGE_SIZE])
+                chunk = ordered[start : start + PAGE_SIZE]
+                yield self.store.task_documents(job.project_id, limit=len(chunk), among=chunk)
             return
         after = 0
-        while page := self.store.tasks_page(job.project_id, after, PAGE_SIZE):
+        while page := self.store.task_documents(job.project_id, after, PAGE_SIZE):
             yield page
             after = page[-1].id
 
@@ -121,7 +122,7 @@ class BulkJob:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 3.0)
 
-    async def _batch(self, batch: list[Task]) -> None:
+    async def _batch(self, batch: list[TaskDocument]) -> None:
         todo = {t.id: {"id": t.id, "data": t.data} for t in batch}
         errors: dict[int, str] = {}
         for _ in range(TASK_ATTEMPTS):

@@ -3,7 +3,7 @@
 from store.errors import AlreadyExists, InvalidInput, InvalidState, NotFound, StoreError
 from store.models import JobKind, JobState, Role, ServerStatus
 from store.repository import Store
-from store.tasks import AddedTasks, TaskSummary
+from store.tasks import AddedTasks, TaskDocument, TaskSummary
 
 __all__ = [
     "AddedTasks",
@@ -17,5 +17,6 @@ __all__ = [
     "ServerStatus",
     "Store",
     "StoreError",
+    "TaskDocument",
     "TaskSummary",
 ]

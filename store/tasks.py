@@ -12,13 +12,16 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from store.db import Database, get_or_raise
 from store.errors import InvalidInput
 from store.models import Completion, Prediction, Project, Task, utcnow
 from store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
+
+TaskDocument = Row[tuple[int, Any]]
+"""A task's `(id, data)`, readable as `.id` and `.data`."""
 
 INSERT_CHUNK = 1000
 DEFAULT_PAGE = 1000
@@ -105,17 +108,24 @@ class TaskOps(Database):
             get_or_raise(session, Project, project_id)
             return page_of_tasks(session, project_id, after_id, limit)
 
-    def tasks_by_ids(self, project_id: int, task_ids: Iterable[int]) -> list[Task]:
-        """The project's tasks among `task_ids`, by id; ids of other projects are left out."""
-        ids = list(task_ids)
+    def task_documents(
+        self,
+        project_id: int,
+        after_id: int = 0,
+        limit: int = DEFAULT_PAGE,
+        among: Iterable[int] | None = None,
+    ) -> list[TaskDocument]:
+        """`(id, data)` of up to `limit` tasks with id > `after_id`, by id, and with `among`
+        only those ids (ids of other projects are left out). What a job reads: plain rows,
+        since building ORM objects costs more than the query itself."""
+        if limit < 1:
+            raise InvalidInput(f"page limit must be at least 1, not {limit}")
+        query = select(Task.id, Task.data).where(Task.project_id == project_id, Task.id > after_id)
+        if among is not None:
+            query = query.where(Task.id.in_(list(among)))
         with self._read() as session:
             get_or_raise(session, Project, project_id)
-            query = (
-                select(Task)
-                .where(Task.project_id == project_id, Task.id.in_(ids))
-                .order_by(Task.id)
-            )
-            return list(session.scalars(query))
+            return list(session.execute(query.order_by(Task.id).limit(limit)))
 
     def iter_tasks(self, project_id: int, page_size: int = DEFAULT_PAGE) -> Iterator[Task]:
         """Every task of a project, one page in memory at a time (one short read per page)."""
