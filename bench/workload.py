@@ -1,6 +1,7 @@
 """The benchmark workload: example-project documents, repeated with variations."""
 
 import json
+import multiprocessing
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,37 @@ def in_process_rate(pipeline: "Pipeline", tasks: list[dict], batch_size: int = 6
     for i in range(0, len(tasks), batch_size):
         pipeline.annotate(tasks[i : i + batch_size])
     return len(tasks) / (time.perf_counter() - start)
+
+
+def _pipeline_process(
+    count: int, ready: "multiprocessing.synchronize.Barrier", rates: "multiprocessing.Queue[float]"
+) -> None:
+    from annotators.pipeline import Pipeline
+    from configs.project import load_project_config
+    from configs.validation import validate_config
+
+    config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
+    pipeline, tasks = Pipeline(config), example_tasks("news", count)
+    pipeline.annotate(tasks[:64])
+    ready.wait()
+    rates.put(in_process_rate(pipeline, tasks))
+
+
+def parallel_rate(processes: int, count: int) -> float:
+    """Tasks/s of `processes` bare pipeline processes started together, nothing else
+    running: what the machine's cores can do at most, without Ray, scheduler or store."""
+    context = multiprocessing.get_context("spawn")
+    ready, rates = context.Barrier(processes), context.Queue()
+    workers = [
+        context.Process(target=_pipeline_process, args=(count, ready, rates))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    total = sum(rates.get() for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total
 
 
 def local_api() -> tuple[str, str]:
