@@ -1,6 +1,6 @@
 # The README's commands: `make demo` and `make test` install everything they need first.
 VENV ?= .venv
-# Python 3.12 where the machine has it: spaCy's 3.11 wheels run its parser about 1.8x
+# Python 3.12 where the machine has it: spaCy's 3.11 wheels run its parser about 1.7x
 # slower (they take the GIL inside its inner loop), so 3.11 is only the fallback.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3.12 /usr/local/bin/python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3)
 PY := $(VENV)/bin/python
