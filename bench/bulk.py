@@ -37,11 +37,11 @@ from bench.workload import (  # noqa: E402
     example_tasks,
     in_process_rate,
     local_api,
+    news_config,
     parallel_rate,
 )
 from client.api import Client  # noqa: E402
 from configs.project import load_project_config  # noqa: E402
-from configs.validation import validate_config  # noqa: E402
 
 
 def scheduler_process() -> psutil.Process:
@@ -169,7 +169,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
+    config = news_config()
     tasks = example_tasks("news", args.tasks)
     pipeline = Pipeline(config)
     direct = max(in_process_rate(pipeline, tasks) for _ in range(args.rounds))

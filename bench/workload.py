@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from annotators.pipeline import Pipeline
+    from configs.validation import ValidatedConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
 
@@ -17,6 +18,14 @@ def example_texts(project: str = "news", count: int = 10_000) -> list[str]:
     lines = (EXAMPLES / project / "tasks.jsonl").read_text().splitlines()
     base = [json.loads(line)["data"]["text"] for line in lines if line.strip()]
     return [f"{base[i % len(base)]} Report number {i} was filed." for i in range(count)]
+
+
+def news_config() -> "ValidatedConfig":
+    """The news example project, validated: the configuration every benchmark serves."""
+    from configs.project import load_project_config
+    from configs.validation import validate_config
+
+    return validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
 
 
 def example_tasks(project: str = "news", count: int = 10_000) -> list[dict]:
@@ -36,11 +45,8 @@ def _pipeline_process(
     count: int, ready: "multiprocessing.synchronize.Barrier", rates: "multiprocessing.Queue[float]"
 ) -> None:
     from annotators.pipeline import Pipeline
-    from configs.project import load_project_config
-    from configs.validation import validate_config
 
-    config = validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
-    pipeline, tasks = Pipeline(config), example_tasks("news", count)
+    pipeline, tasks = Pipeline(news_config()), example_tasks("news", count)
     pipeline.annotate(tasks[:64])
     ready.wait()
     rates.put(in_process_rate(pipeline, tasks))

@@ -125,13 +125,7 @@ class Scheduler:
         """Queue a bulk pre-annotation job and start it; returns the job id."""
         if task_ids:
             ids = sorted(set(task_ids))
-            found = set()
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                rows = self.store.task_documents(project_id, limit=len(chunk), among=chunk)
-                found.update(row.id for row in rows)
-            missing = [i for i in ids if i not in found]
-            if missing:
+            if missing := self.store.missing_task_ids(project_id, ids):
                 raise InvalidInput(
                     f"tasks not in project {project_id}: {', '.join(map(str, missing[:10]))}"
                     + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")

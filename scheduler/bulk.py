@@ -11,11 +11,11 @@ skips tasks that already have its prediction: nothing is lost or written twice.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from itertools import islice
 from typing import Any
 
 from store import JobState, Store, TaskDocument
 from store.models import Job
+from store.tasks import chunks
 
 Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
@@ -30,12 +30,6 @@ CALL_RETRY_S = 120.0
 
 class ServerGone(Exception):
     """The job's server was deleted: the job ends as cancelled, with this reason."""
-
-
-def _chunks(items: list[TaskDocument], size: int) -> Iterator[list[TaskDocument]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 class BulkJob:
@@ -62,9 +56,7 @@ class BulkJob:
         """The job's `(id, data)` rows a page at a time: the selected ids, or the project's."""
         selected = job.params.get("task_ids")
         if selected:
-            ordered = sorted(selected)
-            for start in range(0, len(ordered), PAGE_SIZE):
-                chunk = ordered[start : start + PAGE_SIZE]
+            for chunk in chunks(sorted(selected), PAGE_SIZE):
                 yield self.store.task_documents(job.project_id, limit=len(chunk), among=chunk)
             return
         after = 0
@@ -80,7 +72,7 @@ class BulkJob:
             for page in self._pages(job):
                 written = self.store.task_ids_with_job_prediction(self.job_id, [t.id for t in page])
                 todo = [t for t in page if t.id not in written]
-                for batch in _chunks(todo, self.batch_size):
+                for batch in chunks(todo, self.batch_size):
                     await self.slots.acquire()
                     task = asyncio.create_task(self._batch(batch))
                     self.pending.add(task)

@@ -10,15 +10,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, Select, func, insert, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from store.db import Database, get_or_raise
 from store.errors import InvalidInput
 from store.models import Completion, Prediction, Project, Task, utcnow
 from store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
+
+T = TypeVar("T")
 
 TaskDocument = Row[tuple[int, Any]]
 """A task's `(id, data)`, readable as `.id` and `.data`."""
@@ -72,7 +74,7 @@ class TaskOps(Database):
         with self._write() as session:
             get_or_raise(session, Project, project_id)
             statement = insert(Task).returning(Task.id, sort_by_parameter_order=True)
-            for chunk in _chunks(records, INSERT_CHUNK):
+            for chunk in chunks(records, INSERT_CHUNK):
                 now = utcnow()
                 rows = [
                     {"project_id": project_id, "data": r["data"], "created_at": now} for r in chunk
@@ -118,14 +120,23 @@ class TaskOps(Database):
         """`(id, data)` of up to `limit` tasks with id > `after_id`, by id, and with `among`
         only those ids (ids of other projects are left out). What a job reads: plain rows,
         since building ORM objects costs more than the query itself."""
-        if limit < 1:
-            raise InvalidInput(f"page limit must be at least 1, not {limit}")
-        query = select(Task.id, Task.data).where(Task.project_id == project_id, Task.id > after_id)
+        query = keyset_page(select(Task.id, Task.data), project_id, after_id, limit)
         if among is not None:
             query = query.where(Task.id.in_(list(among)))
         with self._read() as session:
             get_or_raise(session, Project, project_id)
-            return list(session.execute(query.order_by(Task.id).limit(limit)))
+            return list(session.execute(query))
+
+    def missing_task_ids(self, project_id: int, task_ids: Iterable[int]) -> list[int]:
+        """Which of `task_ids` are not tasks of the project, in order (ids only are read)."""
+        ids = sorted(set(task_ids))
+        found: set[int] = set()
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            for chunk in chunks(ids, DEFAULT_PAGE):
+                query = select(Task.id).where(Task.project_id == project_id, Task.id.in_(chunk))
+                found.update(session.scalars(query))
+        return [task_id for task_id in ids if task_id not in found]
 
     def iter_tasks(self, project_id: int, page_size: int = DEFAULT_PAGE) -> Iterator[Task]:
         """Every task of a project, one page in memory at a time (one short read per page)."""
@@ -156,23 +167,27 @@ class TaskOps(Database):
         ]
 
 
-def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter), read lazily."""
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
 
-def page_of_tasks(session: Session, project_id: int, after_id: int, limit: int) -> list[Task]:
-    """The keyset page query, shared with exports."""
+def keyset_page(query: Select[Any], project_id: int, after_id: int, limit: int) -> Select[Any]:
+    """`query` narrowed to up to `limit` of the project's tasks with id > `after_id`, by id."""
     if limit < 1:
         raise InvalidInput(f"page limit must be at least 1, not {limit}")
-    query = (
-        select(Task)
-        .where(Task.project_id == project_id, Task.id > after_id)
+    return (
+        query.where(Task.project_id == project_id, Task.id > after_id)
         .order_by(Task.id)
         .limit(limit)
     )
-    return list(session.scalars(query))
+
+
+def page_of_tasks(session: Session, project_id: int, after_id: int, limit: int) -> list[Task]:
+    """The keyset page query, shared with exports."""
+    return list(session.scalars(keyset_page(select(Task), project_id, after_id, limit)))
 
 
 def _counts(

@@ -282,6 +282,21 @@ def test_keyset_paging_returns_every_task_once(store: Store) -> None:
     assert texts == {f"note {i}" for i in range(2000)}
 
 
+def test_jobs_read_plain_task_rows_and_find_ids_outside_the_project(store: Store) -> None:
+    project, ids = project_with_tasks(store, 1500)
+    other, other_ids = project_with_tasks(store, 2, "other")
+
+    page = store.task_documents(project, after_id=ids[0], limit=2)
+    assert [(row.id, row.data) for row in page] == [
+        (ids[1], {"text": "note 1"}),
+        (ids[2], {"text": "note 2"}),
+    ]
+    picked = store.task_documents(project, limit=10, among=[ids[5], other_ids[0], ids[3]])
+    assert [row.id for row in picked] == [ids[3], ids[5]]
+    assert store.missing_task_ids(project, [*ids, other_ids[1], 10**9]) == [other_ids[1], 10**9]
+    assert store.missing_task_ids(other, other_ids) == []
+
+
 def test_a_reader_works_while_a_large_import_is_being_written(store: Store, store_url: str) -> None:
     """The reader is neither blocked nor shown a half-done import. On SQLite that is WAL's
     doing: the import outgrows the page cache, which in rollback-journal mode would lock
