@@ -7,13 +7,13 @@ failing on the batch is retried document by document, so one bad document fails 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from annotators.results import TaskPrediction, choices_item, span_item
-from annotators.rules import RuleMatcher
-from annotators.runtimes import ModelRuntime, load_runtime
-from annotators.spans import Span, resolve_overlaps
-from configs.labeling import ChoicesControl, LabelsControl
-from configs.validation import ValidatedConfig
-from hub.catalog import Hub, HubError
+from preannotate.annotators.results import TaskPrediction, choices_item, span_item
+from preannotate.annotators.rules import RuleMatcher
+from preannotate.annotators.runtimes import ModelRuntime, load_runtime
+from preannotate.annotators.spans import Span, resolve_overlaps
+from preannotate.configs.labeling import ChoicesControl, LabelsControl
+from preannotate.configs.validation import ValidatedConfig
+from preannotate.hub.catalog import Hub, HubError
 
 MAX_DOCUMENT_CHARS = 1_000_000
 CHOICE_THRESHOLD = 0.5

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from annotators.spans import Source, Span
+from preannotate.annotators.spans import Source, Span
 
 
 def item_id(*parts: object) -> str:

@@ -2,8 +2,8 @@
 
 import re
 
-from annotators.spans import Source, Span
-from configs.rules import Rule, compile_regex
+from preannotate.annotators.spans import Source, Span
+from preannotate.configs.rules import Rule, compile_regex
 
 WORD = re.compile(r"\w+(?:[-']\w+)*")
 

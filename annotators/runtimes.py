@@ -8,8 +8,8 @@ built in; other frameworks (Spark NLP, transformers) register a runtime class un
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from annotators.spans import Source, Span
-from hub.catalog import HubError, HubModel
+from preannotate.annotators.spans import Source, Span
+from preannotate.hub.catalog import HubError, HubModel
 
 
 class ModelRuntime:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from annotators.pipeline import Pipeline
-    from configs.validation import ValidatedConfig
+    from preannotate.annotators.pipeline import Pipeline
+    from preannotate.configs.validation import ValidatedConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
 
@@ -22,8 +22,8 @@ def example_texts(project: str = "news", count: int = 10_000) -> list[str]:
 
 def news_config() -> "ValidatedConfig":
     """The news example project, validated: the configuration every benchmark serves."""
-    from configs.project import load_project_config
-    from configs.validation import validate_config
+    from preannotate.configs.project import load_project_config
+    from preannotate.configs.validation import validate_config
 
     return validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
 
@@ -44,7 +44,7 @@ def in_process_rate(pipeline: "Pipeline", tasks: list[dict], batch_size: int = 6
 def _pipeline_process(
     count: int, ready: "multiprocessing.synchronize.Barrier", rates: "multiprocessing.Queue[float]"
 ) -> None:
-    from annotators.pipeline import Pipeline
+    from preannotate.annotators.pipeline import Pipeline
 
     pipeline, tasks = Pipeline(news_config()), example_tasks("news", count)
     pipeline.annotate(tasks[:64])
@@ -72,10 +72,9 @@ def parallel_rate(processes: int, count: int) -> float:
 def local_api() -> tuple[str, str]:
     """A fresh local Ray (2 CPUs) with the API on it; returns its URL and an admin token."""
     import ray
-
-    from cluster.control_plane import free_port, start_control_plane
-    from cluster.ray_cluster import NAMESPACE
-    from configs.paths import database_url, hub_dir
+    from preannotate.cluster.control_plane import free_port, start_control_plane
+    from preannotate.cluster.ray_cluster import NAMESPACE
+    from preannotate.configs.paths import database_url, hub_dir
 
     ray.init(
         address="local",

@@ -92,7 +92,7 @@ def connection_settings(url: str | None = None, token: str | None = None) -> tup
     token = token or os.environ.get(TOKEN_ENV)
     if url and token:
         return url, token
-    from cluster.ray_cluster import remembered  # imports Ray: only when it is needed
+    from preannotate.cluster.ray_cluster import remembered  # imports Ray: only when it is needed
 
     running = remembered() or {}
     url = url or running.get("url") or DEFAULT_URL

@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.project import load_project_config
+from preannotate.configs.rules import RuleLibrary, read_rule_file
+from preannotate.configs.validation import ValidatedConfig, validate_config
+from preannotate.hub.catalog import Hub, HubError
+from preannotate.store.errors import StoreError
+from preannotate.store.tasks_io import read_task_records
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-
-from configs.errors import ConfigError
-from configs.project import load_project_config
-from configs.rules import RuleLibrary, read_rule_file
-from configs.validation import ValidatedConfig, validate_config
-from hub.catalog import Hub, HubError
-from store.errors import StoreError
-from store.tasks_io import read_task_records
 
 app = typer.Typer(help="Pre-annotation serving cluster on Ray.", no_args_is_help=True)
 config_app = typer.Typer(help="Check project configurations.", no_args_is_help=True)
@@ -102,7 +101,7 @@ def annotate(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
 ) -> None:
     """Pre-annotate tasks offline, without a cluster: one JSON line per task."""
-    from annotators.pipeline import Pipeline
+    from preannotate.annotators.pipeline import Pipeline
 
     with user_errors():
         validated = load_validated(config)
@@ -212,7 +211,7 @@ def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
 def _demo_over_http(
     url: str, token: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]
 ) -> None:
-    from client.api import ApiError, Client
+    from preannotate.client.api import ApiError, Client
 
     with Client(url, token) as client:
         known = {p["name"]: p["id"] for p in client.projects()}
@@ -244,9 +243,9 @@ def demo(
 ) -> None:
     """Start a local cluster, deploy the example projects as servers, and pre-annotate their
     tasks over HTTP; with --offline, run the same pipeline in this process instead."""
-    from annotators.pipeline import Pipeline
-    from cluster.control_plane import free_port, launch, shutdown
-    from cluster.ray_cluster import remembered
+    from preannotate.annotators.pipeline import Pipeline
+    from preannotate.cluster.control_plane import free_port, launch, shutdown
+    from preannotate.cluster.ray_cluster import remembered
 
     with user_errors():
         examples = _examples()
@@ -284,8 +283,8 @@ def up(
     num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a local head")] = None,
 ) -> None:
     """Start (or join) the Ray cluster and serve the HTTP API."""
-    from cluster.control_plane import launch
-    from cluster.license import LicenseError, load_license
+    from preannotate.cluster.control_plane import launch
+    from preannotate.cluster.license import LicenseError, load_license
 
     try:
         loaded = load_license(license) if license else None
@@ -301,7 +300,7 @@ def up(
 @app.command()
 def down() -> None:
     """Stop what `up` started: the API and servers, and the local Ray head if `up` made it."""
-    from cluster.control_plane import shutdown
+    from preannotate.cluster.control_plane import shutdown
 
     with err.status("stopping"):
         stopped = shutdown()
@@ -311,4 +310,4 @@ def down() -> None:
     out.print("stopped")
 
 
-import client.remote  # noqa: E402, F401  (adds the commands that talk to the API)
+import preannotate.client.remote  # noqa: E402, F401  (adds the commands that talk to the API)

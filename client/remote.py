@@ -16,6 +16,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
+from preannotate.client.cli import app, err, out, user_errors
+from preannotate.configs.project import load_project_config
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -27,10 +30,6 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 from rich.text import Text
-
-from client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
-from client.cli import app, err, out, user_errors
-from configs.project import load_project_config
 
 EXIT_INTERRUPTED = 130
 """What a shell reports for a command stopped with Ctrl-C."""

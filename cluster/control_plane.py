@@ -4,10 +4,8 @@ actor and the router application."""
 import socket
 
 import ray
-from ray import serve
-
-from cluster.license import License
-from cluster.ray_cluster import (
+from preannotate.cluster.license import License
+from preannotate.cluster.ray_cluster import (
     connect,
     forget,
     remember,
@@ -15,10 +13,11 @@ from cluster.ray_cluster import (
     start_local_head,
     stop_local_head,
 )
-from configs.paths import database_url, hub_dir
-from deployments.router import Router
-from scheduler.actor import find_scheduler, start_scheduler
-from store import NotFound, Store
+from preannotate.configs.paths import database_url, hub_dir
+from preannotate.deployments.router import Router
+from preannotate.scheduler.actor import find_scheduler, start_scheduler
+from preannotate.store import NotFound, Store
+from ray import serve
 
 ROUTER_APP = "router"
 ADMIN = "admin"

@@ -6,20 +6,19 @@ import asyncio
 import time
 from typing import Any
 
+from preannotate.annotators.pipeline import check_runnable
+from preannotate.cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
+from preannotate.cluster.license import License, LicenseError, require_scope
+from preannotate.cluster.ray_cluster import nodes
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.project import parse_project_config
+from preannotate.configs.validation import ValidatedConfig, validate_config
+from preannotate.deployments.model_server import inline_config, model_server_app
+from preannotate.hub.catalog import Hub
+from preannotate.store import NotFound, ServerStatus, Store
+from preannotate.store.models import Server
 from ray import serve
 from ray.serve.schema import ApplicationStatus, ServeStatus
-
-from annotators.pipeline import check_runnable
-from cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
-from cluster.license import License, LicenseError, require_scope
-from cluster.ray_cluster import nodes
-from configs.errors import ConfigError
-from configs.project import parse_project_config
-from configs.validation import ValidatedConfig, validate_config
-from deployments.model_server import inline_config, model_server_app
-from hub.catalog import Hub
-from store import NotFound, ServerStatus, Store
-from store.models import Server
 
 PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""

@@ -9,12 +9,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from configs.errors import ConfigError
-from configs.labeling import Label, LabelingConfig, parse_labeling_config
-from configs.project import ProjectConfig
-from configs.rules import Rule, RuleLibrary, parse_rule
-from hub.catalog import Hub, HubError
-from hub.manifest import ModelManifest
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.labeling import Label, LabelingConfig, parse_labeling_config
+from preannotate.configs.project import ProjectConfig
+from preannotate.configs.rules import Rule, RuleLibrary, parse_rule
+from preannotate.hub.catalog import Hub, HubError
+from preannotate.hub.manifest import ModelManifest
 
 MAX_MODELS = 5
 CONTROL_KINDS = {"labels": {"ner"}, "rectanglelabels": {"ner", "visual_ner"}}

@@ -9,22 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from preannotate.annotators.pipeline import Pipeline
+from preannotate.cluster.license import LICENSE_TOKEN
+from preannotate.configs.project import ProjectConfig
+from preannotate.configs.validation import ValidatedConfig, validate_config
+from preannotate.deployments.lanes import Lanes
+from preannotate.hub.catalog import Hub
 from ray import serve
 from ray.serve import Application
-
-from annotators.pipeline import Pipeline
-from cluster.license import LICENSE_TOKEN
-from configs.project import ProjectConfig
-from configs.validation import ValidatedConfig, validate_config
-from deployments.lanes import Lanes
-from hub.catalog import Hub
 
 MAX_BATCH_SIZE = 32
 
 
 def report(server_id: str, state: str) -> None:
     """Tell the scheduler where this replica runs and what it is doing (best effort)."""
-    from scheduler.actor import find_scheduler
+    from preannotate.scheduler.actor import find_scheduler
 
     scheduler = find_scheduler()
     if scheduler is not None:

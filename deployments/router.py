@@ -9,15 +9,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from preannotate.cluster.servers import DeployRefused
+from preannotate.configs.errors import ConfigError
+from preannotate.deployments.routes import jobs, projects, servers, tasks
+from preannotate.deployments.routes.context import Context, install
+from preannotate.deployments.routes.servers import ServerNotReady
+from preannotate.hub.catalog import Hub, HubError
+from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound, Store
 from ray import serve
-
-from cluster.servers import DeployRefused
-from configs.errors import ConfigError
-from deployments.routes import jobs, projects, servers, tasks
-from deployments.routes.context import Context, install
-from deployments.routes.servers import ServerNotReady
-from hub.catalog import Hub, HubError
-from store import AlreadyExists, InvalidInput, InvalidState, NotFound, Store
 
 api = FastAPI(
     title="preannotate",

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from preannotate.configs.errors import validation_problems
+from preannotate.configs.paths import hub_dir
+from preannotate.hub.manifest import MANIFEST_FILE, ModelManifest
 from pydantic import ValidationError
-
-from configs.errors import validation_problems
-from configs.paths import hub_dir
-from hub.manifest import MANIFEST_FILE, ModelManifest
 
 
 class HubError(ValueError):
@@ -58,7 +57,7 @@ def read_manifest(folder: Path) -> ModelManifest:
 
 
 def _builtin_models() -> list[HubModel]:
-    folder = resources.files("hub") / "builtin"
+    folder = resources.files("preannotate.hub") / "builtin"
     return [
         HubModel(ModelManifest.model_validate(json.loads(f.read_text())), None)
         for f in sorted(folder.iterdir(), key=lambda f: f.name)

@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from store import JobState, Store, TaskDocument
-from store.models import Job
-from store.tasks import chunks
+from preannotate.store import JobState, Store, TaskDocument
+from preannotate.store.models import Job
+from preannotate.store.tasks import chunks
 
 Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
-
-from hub.catalog import Hub, HubModel
-from hub.training import (
+from preannotate.hub.catalog import Hub, HubModel
+from preannotate.hub.training import (
     TrainingData,
     TrainingSpec,
     manifest_for,
     next_version,
     train,
 )
-from store import JobState, Store
+from preannotate.store import JobState, Store
 
 
 @ray.remote(max_restarts=0)
@@ -33,7 +32,7 @@ class Trainer:
     ) -> tuple[bytes, dict[str, Any], int, int]:
         """Train and return the model folder as a tar archive (the trainer may run on
         another node than the hub), with the metrics and the data sizes."""
-        from scheduler.actor import find_scheduler
+        from preannotate.scheduler.actor import find_scheduler
 
         scheduler = find_scheduler()
 

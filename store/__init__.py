@@ -1,9 +1,9 @@
 """Persistence for projects, tasks, versioned predictions, completions, jobs, servers, users."""
 
-from store.errors import AlreadyExists, InvalidInput, InvalidState, NotFound, StoreError
-from store.models import JobKind, JobState, Role, ServerStatus
-from store.repository import Store
-from store.tasks import AddedTasks, TaskDocument, TaskSummary
+from preannotate.store.errors import AlreadyExists, InvalidInput, InvalidState, NotFound, StoreError
+from preannotate.store.models import JobKind, JobState, Role, ServerStatus
+from preannotate.store.repository import Store
+from preannotate.store.tasks import AddedTasks, TaskDocument, TaskSummary
 
 __all__ = [
     "AddedTasks",

@@ -4,11 +4,10 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import InvalidInput
+from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
 from sqlalchemy import func, select
-
-from store.db import Database, get_or_raise
-from store.errors import InvalidInput
-from store.models import Completion, Prediction, Project, Task, User, utcnow
 
 
 class CompletionOps(Database):

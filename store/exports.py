@@ -9,20 +9,19 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import IO, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from store.db import Database, get_or_raise
-from store.errors import InvalidInput
-from store.models import Completion, Prediction, Project, User
-from store.tasks import page_of_tasks
-from store.tasks_io import (
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import InvalidInput
+from preannotate.store.models import Completion, Prediction, Project, User
+from preannotate.store.tasks import page_of_tasks
+from preannotate.store.tasks_io import (
     EXPORT_FORMATS,
     ExportFormat,
     generative_ai_lab_task,
     label_studio_task,
     write_json_list,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 EXPORT_PAGE = 500
 

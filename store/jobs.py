@@ -9,11 +9,9 @@ that already succeeded) cannot rewrite a job's history.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
-
-from store.db import Database, get_or_raise
-from store.errors import InvalidState
-from store.models import (
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import InvalidState
+from preannotate.store.models import (
     UNFINISHED_JOB_STATES,
     Job,
     JobKind,
@@ -22,6 +20,7 @@ from store.models import (
     parse_choice,
     utcnow,
 )
+from sqlalchemy import select
 
 JOB_ERRORS_KEPT = 100
 JOB_LOG_KEPT = 500

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from preannotate.store.errors import InvalidInput
 from sqlalchemy import (
     JSON,
     Column,
@@ -22,8 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
-
-from store.errors import InvalidInput
 
 
 class UTCDateTime(TypeDecorator[datetime]):

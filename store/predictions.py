@@ -11,12 +11,11 @@ batches of one job never lose an increment.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from preannotate.store.compare import compare_results
+from preannotate.store.db import ROW_LOCK, Database, get_or_raise
+from preannotate.store.errors import InvalidInput, NotFound
+from preannotate.store.models import Job, Prediction, Task, utcnow
 from sqlalchemy import func, insert, select
-
-from store.compare import compare_results
-from store.db import ROW_LOCK, Database, get_or_raise
-from store.errors import InvalidInput, NotFound
-from store.models import Job, Prediction, Task, utcnow
 
 _REQUIRED = ("task_id", "result", "config_hash", "model_version")
 _OPTIONAL = ("score", "server_id", "job_id")

@@ -2,12 +2,11 @@
 
 from typing import Any
 
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import AlreadyExists, NotFound
+from preannotate.store.models import Project, ProjectConfigVersion
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
-
-from store.db import Database, get_or_raise
-from store.errors import AlreadyExists, NotFound
-from store.models import Project, ProjectConfigVersion
 
 
 class ProjectOps(Database):

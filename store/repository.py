@@ -4,14 +4,14 @@ The operations live in small modules by what they hold (projects, tasks, predict
 ...); `Store` only combines them so callers construct one thing with one URL.
 """
 
-from store.completions import CompletionOps
-from store.exports import ExportOps
-from store.jobs import JobOps
-from store.predictions import PredictionOps
-from store.projects import ProjectOps
-from store.servers import ServerOps
-from store.tasks import TaskOps
-from store.users import UserOps
+from preannotate.store.completions import CompletionOps
+from preannotate.store.exports import ExportOps
+from preannotate.store.jobs import JobOps
+from preannotate.store.predictions import PredictionOps
+from preannotate.store.projects import ProjectOps
+from preannotate.store.servers import ServerOps
+from preannotate.store.tasks import TaskOps
+from preannotate.store.users import UserOps
 
 
 class Store(

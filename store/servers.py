@@ -8,11 +8,17 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import InvalidInput, InvalidState
+from preannotate.store.models import (
+    Project,
+    Server,
+    ServerStatus,
+    parse_choice,
+    server_projects,
+    utcnow,
+)
 from sqlalchemy import select
-
-from store.db import Database, get_or_raise
-from store.errors import InvalidInput, InvalidState
-from store.models import Project, Server, ServerStatus, parse_choice, server_projects, utcnow
 
 _NUMBERED_ID = re.compile(r"server-(\d+)")
 

@@ -12,13 +12,12 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import InvalidInput
+from preannotate.store.models import Completion, Prediction, Project, Task, utcnow
+from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
 from sqlalchemy import Row, Select, func, insert, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
-
-from store.db import Database, get_or_raise
-from store.errors import InvalidInput
-from store.models import Completion, Prediction, Project, Task, utcnow
-from store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from store.errors import InvalidInput
-from store.models import Completion, Prediction, Task
+from preannotate.store.errors import InvalidInput
+from preannotate.store.models import Completion, Prediction, Task
 
 TaskFormat = Literal["json", "jsonl", "csv"]
 ExportFormat = Literal["generative-ai-lab", "label-studio"]

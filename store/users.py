@@ -8,12 +8,11 @@ unsalted fast hash is enough; a lookup by hash is the comparison.
 import hashlib
 import secrets
 
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.errors import AlreadyExists, NotFound
+from preannotate.store.models import ApiToken, Membership, Project, Role, User, parse_choice
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-
-from store.db import Database, get_or_raise
-from store.errors import AlreadyExists, NotFound
-from store.models import ApiToken, Membership, Project, Role, User, parse_choice
 
 _TOKEN_BYTES = 32
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from configs.project import ProjectConfig
-from configs.rules import RuleLibrary
-from hub.catalog import Hub
+from preannotate.configs.project import ProjectConfig
+from preannotate.configs.rules import RuleLibrary
+from preannotate.hub.catalog import Hub
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "configs" / "examples"
@@ -106,12 +105,11 @@ class RayCluster:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     import ray
+    from preannotate.cluster.control_plane import free_port, start_control_plane
+    from preannotate.cluster.license import License
+    from preannotate.cluster.ray_cluster import NAMESPACE
     from ray import serve
     from ray.cluster_utils import Cluster
-
-    from cluster.control_plane import free_port, start_control_plane
-    from cluster.license import License
-    from cluster.ray_cluster import NAMESPACE
 
     home = tmp_path_factory.mktemp("cluster-home")
     os.environ["PREANNOTATE_HOME"] = str(home)  # inherited by the Ray workers
@@ -176,7 +174,7 @@ def postgres_url() -> Iterator[str]:
     import subprocess
     import tempfile
 
-    from cluster.control_plane import free_port
+    from preannotate.cluster.control_plane import free_port
 
     on_path = shutil.which("initdb")
     versions = Path("/usr/lib/postgresql").glob("*/bin/initdb")  # Debian: one per major

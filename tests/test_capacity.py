@@ -7,8 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
-from cluster.capacity import (
+from preannotate.cluster.capacity import (
     FitResult,
     NodeResources,
     ResourceRequest,

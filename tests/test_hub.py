@@ -4,8 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from hub.catalog import Hub, HubError
+from preannotate.hub.catalog import Hub, HubError
 
 
 def manifest_folder(root: Path, name: str = "my_ner", **overrides) -> Path:

@@ -1,9 +1,8 @@
 """Parsing the labeling config XML users write, and refusing hostile or broken XML."""
 
 import pytest
-
-from configs.errors import ConfigError
-from configs.labeling import parse_labeling_config
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.labeling import parse_labeling_config
 
 FULL = """<View>
   <Header value="Clinical note"/>

@@ -2,7 +2,7 @@
 
 import threading
 
-from deployments.lanes import Lanes
+from preannotate.deployments.lanes import Lanes
 
 
 def test_an_interactive_call_waits_for_at_most_the_running_bulk_slice() -> None:

@@ -5,8 +5,13 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
-from cluster.license import License, LicenseError, load_license, parse_license, require_scope
+from preannotate.cluster.license import (
+    License,
+    LicenseError,
+    load_license,
+    parse_license,
+    require_scope,
+)
 
 TODAY = date(2026, 1, 15)
 VALID = {

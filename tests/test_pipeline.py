@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import spacy
+from preannotate.annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
+from preannotate.configs.validation import validate_config
+from preannotate.hub.catalog import Hub
 from spacy.training import Example
 
-from annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
-from configs.validation import validate_config
-from hub.catalog import Hub
 from tests.conftest import labels_xml, project
 
 NER = [f'value="{label}" model="ner_general_en_sm"' for label in ("PERSON", "ORG", "GPE")]
@@ -156,7 +156,7 @@ def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_models_the_pipeline_cannot_run_are_refused(make_model) -> None:
-    from hub.catalog import HubError
+    from preannotate.hub.catalog import HubError
 
     make_model(
         "assert_a", kind="assertion", labels=["Absent"], embeddings="spacy_tok2vec_en_core_web_sm"

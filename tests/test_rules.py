@@ -1,10 +1,9 @@
 """Regex and dictionary rules: context, whole words, cases, and linear-time matching."""
 
 import pytest
-
-from annotators.rules import RuleMatcher
-from configs.errors import ConfigError
-from configs.rules import Rule, RuleLibrary, read_rule_file
+from preannotate.annotators.rules import RuleMatcher
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.rules import Rule, RuleLibrary, read_rule_file
 
 
 def found(rule: dict, text: str) -> list[tuple[str, str | None]]:

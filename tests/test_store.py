@@ -13,9 +13,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
-from store import (
+from preannotate.store import (
     AlreadyExists,
     InvalidInput,
     InvalidState,
@@ -23,6 +21,7 @@ from store import (
     NotFound,
     Store,
 )
+from sqlalchemy import create_engine, text
 
 DATA = Path(__file__).parent / "data" / "store"
 

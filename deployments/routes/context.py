@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException
+from preannotate.hub.catalog import Hub
+from preannotate.scheduler.actor import find_scheduler
+from preannotate.store import InvalidState, Role, Store
+from preannotate.store.models import User
 from ray.serve.handle import DeploymentHandle
-
-from hub.catalog import Hub
-from scheduler.actor import find_scheduler
-from store import InvalidState, Role, Store
-from store.models import User
 
 TOKEN_CACHE_S = 30.0
 TOKEN_CACHE_SIZE = 10_000

@@ -3,12 +3,11 @@
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from preannotate.configs.project import ProjectConfig, parse_project_config
+from preannotate.configs.validation import validate_config
+from preannotate.deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
+from preannotate.store import NotFound, Role
 from pydantic import BaseModel, Field
-
-from configs.project import ProjectConfig, parse_project_config
-from configs.validation import validate_config
-from deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
-from store import NotFound, Role
 
 router = APIRouter()
 
