@@ -12,8 +12,8 @@ from preannotate.annotators.rules import RuleMatcher
 from preannotate.annotators.runtimes import ModelRuntime, load_runtime
 from preannotate.annotators.spans import Span, resolve_overlaps
 from preannotate.configs.labeling import ChoicesControl, LabelsControl
-from preannotate.configs.validation import ValidatedConfig
 from preannotate.hub.catalog import Hub, HubError
+from preannotate.hub.validation import ValidatedConfig
 
 MAX_DOCUMENT_CHARS = 1_000_000
 CHOICE_THRESHOLD = 0.5

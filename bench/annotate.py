@@ -12,9 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import spacy  # noqa: E402
-from preannotate.annotators.pipeline import Pipeline  # noqa: E402
 
 from bench.workload import example_tasks, news_config  # noqa: E402
+from preannotate.annotators.pipeline import Pipeline  # noqa: E402
 
 
 def rate(count: int, seconds: float) -> str:

@@ -29,9 +29,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import psutil  # noqa: E402
 import ray  # noqa: E402
-from preannotate.annotators.pipeline import Pipeline  # noqa: E402
-from preannotate.client.api import Client  # noqa: E402
-from preannotate.configs.project import load_project_config  # noqa: E402
 from ray import serve  # noqa: E402
 
 from bench.workload import (  # noqa: E402
@@ -42,6 +39,9 @@ from bench.workload import (  # noqa: E402
     news_config,
     parallel_rate,
 )
+from preannotate.annotators.pipeline import Pipeline  # noqa: E402
+from preannotate.client.api import Client  # noqa: E402
+from preannotate.configs.project import load_project_config  # noqa: E402
 
 
 def scheduler_process() -> psutil.Process:

@@ -22,13 +22,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from preannotate.annotators.pipeline import Pipeline  # noqa: E402
-from preannotate.client.api import Client  # noqa: E402
-from preannotate.configs.project import load_project_config  # noqa: E402
-from preannotate.configs.validation import validate_config  # noqa: E402
 from ray import serve  # noqa: E402
 
 from bench.workload import EXAMPLES, example_tasks, in_process_rate, local_api  # noqa: E402
+from preannotate.annotators.pipeline import Pipeline  # noqa: E402
+from preannotate.client.api import Client  # noqa: E402
+from preannotate.configs.project import load_project_config  # noqa: E402
+from preannotate.hub.validation import validate_config  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> str:

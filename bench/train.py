@@ -17,12 +17,12 @@ os.environ.setdefault("PREANNOTATE_HOME", tempfile.mkdtemp(prefix="preannotate-b
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray  # noqa: E402
-from preannotate.client.api import Client  # noqa: E402
-from preannotate.configs.project import load_project_config  # noqa: E402
 from ray import serve  # noqa: E402
 
 from bench.bulk import new_project  # noqa: E402
 from bench.workload import EXAMPLES, local_api  # noqa: E402
+from preannotate.client.api import Client  # noqa: E402
+from preannotate.configs.project import load_project_config  # noqa: E402
 
 
 def training_project(client: Client) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from preannotate.annotators.pipeline import Pipeline
-    from preannotate.configs.validation import ValidatedConfig
+    from preannotate.hub.validation import ValidatedConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
 
@@ -23,7 +23,7 @@ def example_texts(project: str = "news", count: int = 10_000) -> list[str]:
 def news_config() -> "ValidatedConfig":
     """The news example project, validated: the configuration every benchmark serves."""
     from preannotate.configs.project import load_project_config
-    from preannotate.configs.validation import validate_config
+    from preannotate.hub.validation import validate_config
 
     return validate_config(load_project_config(EXAMPLES / "news" / "project.json"))
 
@@ -72,7 +72,8 @@ def parallel_rate(processes: int, count: int) -> float:
 def local_api() -> tuple[str, str]:
     """A fresh local Ray (2 CPUs) with the API on it; returns its URL and an admin token."""
     import ray
-    from preannotate.cluster.control_plane import free_port, start_control_plane
+
+    from preannotate.client.launch import free_port, start_control_plane
     from preannotate.cluster.ray_cluster import NAMESPACE
     from preannotate.configs.paths import database_url, hub_dir
 

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from preannotate.configs.errors import ConfigError
-from preannotate.configs.project import load_project_config
-from preannotate.configs.rules import RuleLibrary, read_rule_file
-from preannotate.configs.validation import ValidatedConfig, validate_config
-from preannotate.hub.catalog import Hub, HubError
-from preannotate.store.errors import StoreError
-from preannotate.store.tasks_io import read_task_records
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from preannotate.configs.errors import ConfigError
+from preannotate.configs.project import load_project_config
+from preannotate.configs.rules import RuleLibrary, read_rule_file
+from preannotate.hub.catalog import Hub, HubError
+from preannotate.hub.validation import ValidatedConfig, validate_config
+from preannotate.store.errors import StoreError
+from preannotate.store.tasks_io import read_task_records
 
 app = typer.Typer(help="Pre-annotation serving cluster on Ray.", no_args_is_help=True)
 config_app = typer.Typer(help="Check project configurations.", no_args_is_help=True)
@@ -244,7 +245,7 @@ def demo(
     """Start a local cluster, deploy the example projects as servers, and pre-annotate their
     tasks over HTTP; with --offline, run the same pipeline in this process instead."""
     from preannotate.annotators.pipeline import Pipeline
-    from preannotate.cluster.control_plane import free_port, launch, shutdown
+    from preannotate.client.launch import free_port, launch, shutdown
     from preannotate.cluster.ray_cluster import remembered
 
     with user_errors():
@@ -283,7 +284,7 @@ def up(
     num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a local head")] = None,
 ) -> None:
     """Start (or join) the Ray cluster and serve the HTTP API."""
-    from preannotate.cluster.control_plane import launch
+    from preannotate.client.launch import launch
     from preannotate.cluster.license import LicenseError, load_license
 
     try:
@@ -300,7 +301,7 @@ def up(
 @app.command()
 def down() -> None:
     """Stop what `up` started: the API and servers, and the local Ray head if `up` made it."""
-    from preannotate.cluster.control_plane import shutdown
+    from preannotate.client.launch import shutdown
 
     with err.status("stopping"):
         stopped = shutdown()

@@ -16,9 +16,6 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
-from preannotate.client.cli import app, err, out, user_errors
-from preannotate.configs.project import load_project_config
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -30,6 +27,10 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 from rich.text import Text
+
+from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
+from preannotate.client.cli import app, err, out, user_errors
+from preannotate.configs.project import load_project_config
 
 EXIT_INTERRUPTED = 130
 """What a shell reports for a command stopped with Ctrl-C."""

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._private.state import available_resources_per_node, total_resources_per_node
+
 from preannotate.cluster.capacity import NodeResources
 from preannotate.cluster.license import License
 from preannotate.configs.paths import data_dir
-from ray._private.state import available_resources_per_node, total_resources_per_node
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""

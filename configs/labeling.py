@@ -10,8 +10,9 @@ from xml.etree.ElementTree import Element
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
-from preannotate.configs.errors import ConfigError
 from pydantic import BaseModel, Field
+
+from preannotate.configs.errors import ConfigError
 
 MAX_CONFIG_BYTES = 256 * 1024
 OBJECT_TAGS = {"Text": "text", "HyperText": "hypertext", "Image": "image"}

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from preannotate.configs.errors import ConfigError, validation_problems
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from preannotate.configs.errors import ConfigError, validation_problems
 
 
 class Autoscaling(BaseModel):

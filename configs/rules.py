@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import re2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import rules_dir
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_PATTERN_CHARS = 5_000
 MAX_REGEX_MEMORY = 64 << 20

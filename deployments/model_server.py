@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray import serve
+from ray.serve import Application
+
 from preannotate.annotators.pipeline import Pipeline
 from preannotate.cluster.license import LICENSE_TOKEN
 from preannotate.configs.project import ProjectConfig
-from preannotate.configs.validation import ValidatedConfig, validate_config
 from preannotate.deployments.lanes import Lanes
 from preannotate.hub.catalog import Hub
-from ray import serve
-from ray.serve import Application
+from preannotate.hub.validation import ValidatedConfig, validate_config
 
 MAX_BATCH_SIZE = 32
 

@@ -9,14 +9,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from preannotate.cluster.servers import DeployRefused
+from ray import serve
+
 from preannotate.configs.errors import ConfigError
 from preannotate.deployments.routes import jobs, projects, servers, tasks
 from preannotate.deployments.routes.context import Context, install
 from preannotate.deployments.routes.servers import ServerNotReady
 from preannotate.hub.catalog import Hub, HubError
+from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound, Store
-from ray import serve
 
 api = FastAPI(
     title="preannotate",

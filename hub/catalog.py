@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from preannotate.configs.errors import validation_problems
 from preannotate.configs.paths import hub_dir
 from preannotate.hub.manifest import MANIFEST_FILE, ModelManifest
-from pydantic import ValidationError
 
 
 class HubError(ValueError):

@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import LabelingConfig
 from preannotate.configs.rules import NAME_PATTERN
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.manifest import ModelManifest, ModelResources
-from pydantic import BaseModel, ConfigDict, Field
 
 MIN_COMPLETIONS = 10
 WEIGHTS = "model"

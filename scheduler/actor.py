@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from preannotate.cluster.capacity import ResourceRequest
-from preannotate.cluster.license import License
-from preannotate.cluster.ray_cluster import NAMESPACE
-from preannotate.cluster.servers import DeployRefused, ServerManager
-from preannotate.configs.errors import ConfigError, validation_problems
-from preannotate.hub.catalog import Hub
-from preannotate.hub.training import TrainingSpec, check_base, training_data
-from preannotate.scheduler.bulk import BulkJob, ServerGone
-from preannotate.scheduler.training import TrainingJob
-from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 from pydantic import ValidationError
 from ray import serve
 from ray.actor import ActorHandle
+
+from preannotate.cluster.capacity import ResourceRequest
+from preannotate.cluster.license import License
+from preannotate.cluster.ray_cluster import NAMESPACE
+from preannotate.configs.errors import ConfigError, validation_problems
+from preannotate.hub.catalog import Hub
+from preannotate.hub.training import TrainingSpec, check_base, training_data
+from preannotate.scheduler.bulk import BulkJob
+from preannotate.scheduler.controller import ServerManager
+from preannotate.scheduler.errors import DeployRefused, ServerGone
+from preannotate.scheduler.training import TrainingJob
+from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 
 SCHEDULER_NAME = "preannotate-scheduler"
 READY_TIMEOUT_S = 600.0

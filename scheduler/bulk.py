@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from preannotate.scheduler.errors import ServerGone
 from preannotate.store import JobState, Store, TaskDocument
 from preannotate.store.models import Job
 from preannotate.store.tasks import chunks
@@ -26,10 +27,6 @@ TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
 """How long a batch is resent while its server has no live replica (e.g. one was killed)."""
-
-
-class ServerGone(Exception):
-    """The job's server was deleted: the job ends as cancelled, with this reason."""
 
 
 class BulkJob:

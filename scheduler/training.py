@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.training import (
     TrainingData,

@@ -4,10 +4,11 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy import func, select
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
-from sqlalchemy import func, select
 
 
 class CompletionOps(Database):

@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from preannotate.configs.paths import database_url
-from preannotate.store.errors import InvalidInput, NotFound
-from preannotate.store.models import Base
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
+
+from preannotate.configs.paths import database_url
+from preannotate.store.errors import InvalidInput, NotFound
+from preannotate.store.models import Base
 
 _WRITE_OPTION = "preannotate_write"
 _WAL_ATTEMPTS = 100

@@ -9,6 +9,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import IO, Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, User
@@ -20,8 +23,6 @@ from preannotate.store.tasks_io import (
     label_studio_task,
     write_json_list,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 EXPORT_PAGE = 500
 

@@ -9,6 +9,8 @@ that already succeeded) cannot rewrite a job's history.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import select
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidState
 from preannotate.store.models import (
@@ -20,7 +22,6 @@ from preannotate.store.models import (
     parse_choice,
     utcnow,
 )
-from sqlalchemy import select
 
 JOB_ERRORS_KEPT = 100
 JOB_LOG_KEPT = 500

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
-from preannotate.store.errors import InvalidInput
 from sqlalchemy import (
     JSON,
     Column,
@@ -23,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
+
+from preannotate.store.errors import InvalidInput
 
 
 class UTCDateTime(TypeDecorator[datetime]):

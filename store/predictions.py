@@ -11,11 +11,12 @@ batches of one job never lose an increment.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import func, insert, select
+
 from preannotate.store.compare import compare_results
 from preannotate.store.db import ROW_LOCK, Database, get_or_raise
 from preannotate.store.errors import InvalidInput, NotFound
 from preannotate.store.models import Job, Prediction, Task, utcnow
-from sqlalchemy import func, insert, select
 
 _REQUIRED = ("task_id", "result", "config_hash", "model_version")
 _OPTIONAL = ("score", "server_id", "job_id")

@@ -2,11 +2,12 @@
 
 from typing import Any
 
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import AlreadyExists, NotFound
 from preannotate.store.models import Project, ProjectConfigVersion
-from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 
 
 class ProjectOps(Database):

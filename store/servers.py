@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput, InvalidState
 from preannotate.store.models import (
@@ -18,7 +20,6 @@ from preannotate.store.models import (
     server_projects,
     utcnow,
 )
-from sqlalchemy import select
 
 _NUMBERED_ID = re.compile(r"server-(\d+)")
 

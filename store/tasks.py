@@ -12,12 +12,13 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
+from sqlalchemy import Row, Select, func, insert, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, utcnow
 from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
-from sqlalchemy import Row, Select, func, insert, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
 

@@ -8,11 +8,12 @@ unsalted fast hash is enough; a lookup by hash is the comparison.
 import hashlib
 import secrets
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import AlreadyExists, NotFound
 from preannotate.store.models import ApiToken, Membership, Project, Role, User, parse_choice
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 _TOKEN_BYTES = 32
 

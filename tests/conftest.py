@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from preannotate.configs.project import ProjectConfig
 from preannotate.configs.rules import RuleLibrary
 from preannotate.hub.catalog import Hub
@@ -105,11 +106,12 @@ class RayCluster:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     import ray
-    from preannotate.cluster.control_plane import free_port, start_control_plane
-    from preannotate.cluster.license import License
-    from preannotate.cluster.ray_cluster import NAMESPACE
     from ray import serve
     from ray.cluster_utils import Cluster
+
+    from preannotate.client.launch import free_port, start_control_plane
+    from preannotate.cluster.license import License
+    from preannotate.cluster.ray_cluster import NAMESPACE
 
     home = tmp_path_factory.mktemp("cluster-home")
     os.environ["PREANNOTATE_HOME"] = str(home)  # inherited by the Ray workers
@@ -174,7 +176,7 @@ def postgres_url() -> Iterator[str]:
     import subprocess
     import tempfile
 
-    from preannotate.cluster.control_plane import free_port
+    from preannotate.client.launch import free_port
 
     on_path = shutil.which("initdb")
     versions = Path("/usr/lib/postgresql").glob("*/bin/initdb")  # Debian: one per major

@@ -7,6 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from preannotate.cluster.capacity import (
     FitResult,
     NodeResources,

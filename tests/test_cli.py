@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from preannotate.client.cli import app
 from typer.testing import CliRunner
 
+from preannotate.client.cli import app
 from tests.conftest import EXAMPLES
 
 runner = CliRunner()

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from preannotate.client.api import ApiError, Client, Json, connection_settings, task_format
-from preannotate.client.cli import app
-from preannotate.cluster.control_plane import free_port
-from preannotate.configs.project import load_project_config
 from typer.testing import CliRunner, Result
 
+from preannotate.client.api import ApiError, Client, Json, connection_settings, task_format
+from preannotate.client.cli import app
+from preannotate.client.launch import free_port
+from preannotate.configs.project import load_project_config
 from tests.conftest import EXAMPLES, RayCluster
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import ray
+
 from preannotate.scheduler.actor import SCHEDULER_NAME
 from preannotate.store import Store
-
 from tests.conftest import RayCluster, labels_xml
 
 WORDS = ["Barack Obama", "Angela Merkel", "Paris", "Google", "the United Nations", "Tokyo"]

@@ -1,6 +1,7 @@
 """Parsing the labeling config XML users write, and refusing hostile or broken XML."""
 
 import pytest
+
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import parse_labeling_config
 

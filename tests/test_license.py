@@ -5,6 +5,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+
 from preannotate.cluster.license import (
     License,
     LicenseError,

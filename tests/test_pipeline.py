@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import spacy
-from preannotate.annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
-from preannotate.configs.validation import validate_config
-from preannotate.hub.catalog import Hub
 from spacy.training import Example
 
+from preannotate.annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
+from preannotate.hub.catalog import Hub
+from preannotate.hub.validation import validate_config
 from tests.conftest import labels_xml, project
 
 NER = [f'value="{label}" model="ner_general_en_sm"' for label in ("PERSON", "ORG", "GPE")]

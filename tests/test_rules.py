@@ -1,6 +1,7 @@
 """Regex and dictionary rules: context, whole words, cases, and linear-time matching."""
 
 import pytest
+
 from preannotate.annotators.rules import RuleMatcher
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.rules import Rule, RuleLibrary, read_rule_file

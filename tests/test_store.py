@@ -13,6 +13,8 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
 from preannotate.store import (
     AlreadyExists,
     InvalidInput,
@@ -21,7 +23,6 @@ from preannotate.store import (
     NotFound,
     Store,
 )
-from sqlalchemy import create_engine, text
 
 DATA = Path(__file__).parent / "data" / "store"
 

@@ -9,12 +9,12 @@ import uuid
 import httpx
 import pytest
 import ray
+
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.project import load_project_config
 from preannotate.hub.catalog import Hub
 from preannotate.hub.training import TrainingSpec, check_base, next_version, train, training_data
-
 from tests.conftest import EXAMPLES, labels_xml
 from tests.test_jobs import make_project, run_job, wait_job
 
@@ -207,8 +207,9 @@ def test_bad_training_requests(api: httpx.Client, ray_cluster) -> None:
 
 
 def test_train_and_models_show_from_the_cli(api: httpx.Client, ray_cluster) -> None:
-    from preannotate.client.cli import app
     from typer.testing import CliRunner
+
+    from preannotate.client.cli import app
 
     project = import_annotated(api, ANNOTATED[:60])
     name = f"cli_{uuid.uuid4().hex[:6]}"

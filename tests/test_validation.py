@@ -1,9 +1,9 @@
 """Every validation rule a configuration must pass, with the message a user reads."""
 
 import pytest
-from preannotate.configs.errors import ConfigError
-from preannotate.configs.validation import validate_config
 
+from preannotate.configs.errors import ConfigError
+from preannotate.hub.validation import validate_config
 from tests.conftest import labels_xml, project
 
 NER = 'value="PERSON" model="ner_general_en_sm"'
@@ -149,7 +149,6 @@ def test_hash_is_stable_across_layout_and_changes_with_meaning() -> None:
 
 def test_example_projects_are_valid() -> None:
     from preannotate.configs.project import load_project_config
-
     from tests.conftest import EXAMPLES
 
     for file in EXAMPLES.glob("*/project.json"):

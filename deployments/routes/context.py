@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException
+from ray.serve.handle import DeploymentHandle
+
 from preannotate.hub.catalog import Hub
 from preannotate.scheduler.actor import find_scheduler
 from preannotate.store import InvalidState, Role, Store
 from preannotate.store.models import User
-from ray.serve.handle import DeploymentHandle
 
 TOKEN_CACHE_S = 30.0
 TOKEN_CACHE_SIZE = 10_000

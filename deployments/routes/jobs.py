@@ -4,11 +4,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, model_validator
+
 from preannotate.deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
 from preannotate.hub.training import TrainingSpec
 from preannotate.store import JobState
 from preannotate.store.models import Job
-from pydantic import BaseModel, Field, model_validator
 
 router = APIRouter(tags=["jobs"])
 

@@ -3,11 +3,12 @@
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from preannotate.configs.project import ProjectConfig, parse_project_config
-from preannotate.configs.validation import validate_config
-from preannotate.deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
-from preannotate.store import NotFound, Role
 from pydantic import BaseModel, Field
+
+from preannotate.configs.project import ProjectConfig, parse_project_config
+from preannotate.deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
+from preannotate.hub.validation import validate_config
+from preannotate.store import NotFound, Role
 
 router = APIRouter()
 

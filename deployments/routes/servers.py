@@ -4,13 +4,14 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from preannotate.deployments.routes.context import MANAGE, READ, Context, Ctx, CurrentUser
-from preannotate.store import NotFound, ServerStatus
-from preannotate.store.models import User
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
+
+from preannotate.deployments.routes.context import MANAGE, READ, Context, Ctx, CurrentUser
+from preannotate.store import NotFound, ServerStatus
+from preannotate.store.models import User
 
 router = APIRouter(tags=["servers"])
 MAX_INTERACTIVE_TASKS = 100

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, model_validator
+
 from preannotate.deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
 from preannotate.store import InvalidInput
-from pydantic import BaseModel, model_validator
 
 router = APIRouter(tags=["tasks"])
 SPOOL_BYTES = 8 << 20

@@ -4,6 +4,8 @@ actor and the router application."""
 import socket
 
 import ray
+from ray import serve
+
 from preannotate.cluster.license import License
 from preannotate.cluster.ray_cluster import (
     connect,
@@ -17,7 +19,6 @@ from preannotate.configs.paths import database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler
 from preannotate.store import NotFound, Store
-from ray import serve
 
 ROUTER_APP = "router"
 ADMIN = "admin"

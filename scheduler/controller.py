@@ -6,34 +6,24 @@ import asyncio
 import time
 from typing import Any
 
+from ray import serve
+from ray.serve.schema import ApplicationStatus, ServeStatus
+
 from preannotate.annotators.pipeline import check_runnable
 from preannotate.cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
 from preannotate.cluster.license import License, LicenseError, require_scope
 from preannotate.cluster.ray_cluster import nodes
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import parse_project_config
-from preannotate.configs.validation import ValidatedConfig, validate_config
 from preannotate.deployments.model_server import inline_config, model_server_app
 from preannotate.hub.catalog import Hub
+from preannotate.hub.validation import ValidatedConfig, validate_config
+from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import NotFound, ServerStatus, Store
 from preannotate.store.models import Server
-from ray import serve
-from ray.serve.schema import ApplicationStatus, ServeStatus
 
 PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""
-
-
-class DeployRefused(Exception):
-    """The cluster cannot take this server now; the message says why and what to delete."""
-
-    def __init__(self, message: str, delete_candidates: list[str] | None = None):
-        self.message = message
-        self.delete_candidates = delete_candidates or []
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[type["DeployRefused"], tuple[str, list[str]]]:
-        return (type(self), (self.message, self.delete_candidates))
 
 
 def resource_request(config: ValidatedConfig) -> ResourceRequest:
