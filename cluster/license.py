@@ -5,14 +5,17 @@ A license file is a small JSON document handed to `preannotate up --license FILE
     {"licensee": "Acme Health", "seats": 2, "scopes": ["healthcare", "finance"],
      "expires": "2027-06-30"}
 
-`seats` becomes the node's `license_token` Ray custom resource, so Ray itself refuses to
-place more licensed replicas than the license pays for; `scopes` says which kinds of
-licensed models may be deployed at all. Every problem surfaces as a `LicenseError` whose
-message names the file, the field and what was expected, because the person reading it is
-an operator starting a cluster, not a developer reading a traceback.
+When `up` starts a local Ray head, `seats` becomes that node's `license_token` Ray custom
+resource, so Ray itself refuses to place more licensed replicas than the license pays for;
+a joined cluster declares `license_token` on its own nodes instead (docs/cluster.md).
+`scopes` says which kinds of licensed models may be deployed at all. Every problem surfaces
+as a `LicenseError` whose message names the file, the field and what was expected, because
+the person reading it is an operator starting a cluster, not a developer reading a
+traceback. The file is read once, at `up`: there is no way to replace the license of a
+running cluster.
 
-No Ray imports here: the Ray-facing code passes `License.resources()` to `ray.init` or
-`ray start --resources`.
+No Ray imports here: `cluster.ray_cluster.start_local_head` passes `License.resources()` to
+`ray start --head --resources`.
 """
 
 import json
@@ -90,7 +93,7 @@ class License(BaseModel):
         raise ValueError("not an ISO date")
 
     def resources(self) -> dict[str, float]:
-        """The custom resources this node offers: for `ray.init(resources=...)`."""
+        """The custom resources a local head offers: for `ray start --head --resources`."""
         return {LICENSE_TOKEN: float(self.seats)}
 
     def allows(self, scope: str) -> bool:
@@ -108,7 +111,8 @@ class License(BaseModel):
 
 
 def load_license(path: str | Path, today: date | None = None) -> License:
-    """Read and validate a license file; `today` lets tests control the expiry check."""
+    """Read and validate the license file given to `preannotate up --license`, the only way
+    a license enters the cluster; `today` lets tests control the expiry check."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -119,11 +123,6 @@ def load_license(path: str | Path, today: date | None = None) -> License:
     except OSError as error:
         raise LicenseError(f"cannot read license file {path}: {error.strerror}") from None
     return _parse(text, f"license file {path}", today)
-
-
-def parse_license(text: str, today: date | None = None) -> License:
-    """Validate license JSON given as text (e.g. uploaded through the HTTP API)."""
-    return _parse(text, "license", today)
 
 
 def require_scope(license: License | None, model_name: str, scope: str) -> None:

@@ -1,4 +1,4 @@
-"""Completions: human annotations, possibly started as an editable copy of a prediction."""
+"""Completions: human annotations, possibly started as a copy of a prediction's result."""
 
 import copy
 from collections.abc import Iterator
@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
-from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
+from preannotate.store.models import Completion, Prediction, Project, Task, User
 
 
 class CompletionOps(Database):
@@ -22,8 +22,8 @@ class CompletionOps(Database):
     ) -> Completion:
         """A completion with `result`, or a copy of prediction `copied_from`'s result.
 
-        The copy is a separate row, so editing the completion never touches the
-        prediction (predictions are the record of what the model said).
+        The copy is a separate row holding its own deep copy of the result, so the
+        prediction stays the record of what the model said.
         """
         if (result is None) == (copied_from is None):
             raise InvalidInput("give either a result or a prediction to copy, not both or neither")
@@ -47,18 +47,6 @@ class CompletionOps(Database):
             )
             session.add(completion)
         return completion
-
-    def update_completion(self, completion_id: int, result: list[dict[str, Any]]) -> Completion:
-        """Replace a completion's result (a reviewer's edit); `updated_at` moves on."""
-        with self._write() as session:
-            completion = get_or_raise(session, Completion, completion_id)
-            completion.result = result
-            completion.updated_at = utcnow()
-        return completion
-
-    def get_completion(self, completion_id: int) -> Completion:
-        with self._read() as session:
-            return get_or_raise(session, Completion, completion_id)
 
     def completions_for_task(self, task_id: int) -> list[Completion]:
         with self._read() as session:

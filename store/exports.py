@@ -7,7 +7,7 @@ slow consumer never holds a database transaction open and memory stays one page 
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +21,6 @@ from preannotate.store.tasks_io import (
     ExportFormat,
     generative_ai_lab_task,
     label_studio_task,
-    write_json_list,
 )
 
 EXPORT_PAGE = 500
@@ -41,12 +40,6 @@ class ExportOps(Database):
         with self._read() as session:
             get_or_raise(session, Project, project_id)
         return self._export_pages(project_id, fmt)
-
-    def write_export(
-        self, project_id: int, fp: IO[str], fmt: ExportFormat = "generative-ai-lab"
-    ) -> int:
-        """Write the export as one JSON list to `fp`; returns the number of tasks."""
-        return write_json_list(self.export_project(project_id, fmt), fp)
 
     def _export_pages(self, project_id: int, fmt: ExportFormat) -> Iterator[dict[str, Any]]:
         after_id = 0

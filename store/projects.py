@@ -6,7 +6,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from preannotate.store.db import Database, get_or_raise
-from preannotate.store.errors import AlreadyExists, NotFound
+from preannotate.store.errors import AlreadyExists
 from preannotate.store.models import Project, ProjectConfigVersion
 
 
@@ -24,13 +24,6 @@ class ProjectOps(Database):
     def get_project(self, project_id: int) -> Project:
         with self._read() as session:
             return get_or_raise(session, Project, project_id)
-
-    def get_project_by_name(self, name: str) -> Project:
-        with self._read() as session:
-            project = session.scalar(select(Project).where(Project.name == name))
-        if project is None:
-            raise NotFound(f"project {name!r} not found")
-        return project
 
     def list_projects(self) -> list[Project]:
         with self._read() as session:
@@ -61,17 +54,6 @@ class ProjectOps(Database):
         with self._read() as session:
             get_or_raise(session, Project, project_id)
             return session.scalar(_latest_config(project_id))
-
-    def config_history(self, project_id: int) -> list[ProjectConfigVersion]:
-        """Every version, oldest first."""
-        with self._read() as session:
-            get_or_raise(session, Project, project_id)
-            query = (
-                select(ProjectConfigVersion)
-                .where(ProjectConfigVersion.project_id == project_id)
-                .order_by(ProjectConfigVersion.version)
-            )
-            return list(session.scalars(query))
 
 
 def _latest_config(project_id: int) -> Select[ProjectConfigVersion]:

@@ -1,4 +1,4 @@
-"""Tasks: streamed inserts and file imports, keyset paging, per-task counts.
+"""Tasks: file imports streamed into chunked inserts, keyset paging, per-task counts.
 
 Projects can hold hundreds of thousands of tasks, so nothing here loads a whole project:
 inserts go in chunks of plain rows (no ORM objects kept), and reads page by task id
@@ -18,7 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, utcnow
-from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records, task_data
+from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records
 
 T = TypeVar("T")
 
@@ -51,22 +51,14 @@ class TaskSummary:
 
 
 class TaskOps(Database):
-    def add_tasks(self, project_id: int, tasks: Iterable[Any]) -> AddedTasks:
-        """Store tasks given as data dicts (`{"text": ...}`) or `{"data": {...}}` objects.
-
-        All or nothing: one transaction, so a bad task (named by its position) leaves the
-        project as it was. `tasks` may be a generator; it is consumed in chunks.
-        """
-        records = (
-            {"data": task_data(task, f"task {number}")} for number, task in enumerate(tasks, 1)
-        )
-        return self._insert_tasks(project_id, records)
-
     def import_tasks(
         self, project_id: int, source: TaskSource, fmt: TaskFormat | None = None
     ) -> AddedTasks:
         """Import a JSON, JSONL or CSV file (see `tasks_io.read_task_records`), all or
-        nothing; tasks that carry `completions` (or `annotations`) get them as completions."""
+        nothing: one transaction, so a bad task (named by its line or position) leaves the
+        project as it was. Rows are inserted in chunks as the file is read, so a large JSONL
+        or CSV file never sits in memory. Tasks that carry `completions` (or `annotations`)
+        get them as completions."""
         return self._insert_tasks(project_id, read_task_records(source, fmt))
 
     def _insert_tasks(self, project_id: int, records: Iterable[dict[str, Any]]) -> AddedTasks:
@@ -102,14 +94,6 @@ class TaskOps(Database):
             query = select(func.count()).select_from(Task).where(Task.project_id == project_id)
             return session.scalar(query) or 0
 
-    def tasks_page(
-        self, project_id: int, after_id: int = 0, limit: int = DEFAULT_PAGE
-    ) -> list[Task]:
-        """Up to `limit` tasks with id > `after_id`, by id; pass the last id to get the next."""
-        with self._read() as session:
-            get_or_raise(session, Project, project_id)
-            return page_of_tasks(session, project_id, after_id, limit)
-
     def task_documents(
         self,
         project_id: int,
@@ -138,17 +122,11 @@ class TaskOps(Database):
                 found.update(session.scalars(query))
         return [task_id for task_id in ids if task_id not in found]
 
-    def iter_tasks(self, project_id: int, page_size: int = DEFAULT_PAGE) -> Iterator[Task]:
-        """Every task of a project, one page in memory at a time (one short read per page)."""
-        page = self.tasks_page(project_id, 0, page_size)
-        while page:
-            yield from page
-            page = self.tasks_page(project_id, page[-1].id, page_size)
-
     def task_summaries(
         self, project_id: int, after_id: int = 0, limit: int = DEFAULT_PAGE
     ) -> list[TaskSummary]:
-        """A page of tasks (as `tasks_page`) with their prediction and completion counts."""
+        """Up to `limit` tasks with id > `after_id`, by id, with their prediction and
+        completion counts: a page of the task list."""
         with self._read() as session:
             get_or_raise(session, Project, project_id)
             tasks = page_of_tasks(session, project_id, after_id, limit)

@@ -9,7 +9,7 @@ JSON layout, one task at a time, so an export never holds a whole project in mem
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -221,15 +221,3 @@ def label_studio_task(
             {"id": completion.id, "result": completion.result} for completion in completions
         ],
     }
-
-
-def write_json_list(items: Iterable[dict[str, Any]], fp: IO[str]) -> int:
-    """Write `items` as one JSON list, item by item; returns how many were written."""
-    count = 0
-    fp.write("[")
-    for item in items:
-        fp.write(",\n" if count else "\n")
-        json.dump(item, fp, ensure_ascii=False)
-        count += 1
-    fp.write("\n]\n" if count else "]\n")
-    return count

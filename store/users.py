@@ -32,10 +32,6 @@ class UserOps(Database):
             raise AlreadyExists(f"a user named {name!r} already exists") from None
         return user
 
-    def get_user(self, user_id: int) -> User:
-        with self._read() as session:
-            return get_or_raise(session, User, user_id)
-
     def get_user_by_name(self, name: str) -> User:
         with self._read() as session:
             user = session.scalar(select(User).where(User.name == name))

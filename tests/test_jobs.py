@@ -228,7 +228,7 @@ def test_store_is_the_single_source_of_truth(ray_cluster: RayCluster, api: httpx
     job = wait_job(api, run_job(api, project)["id"])
     store = Store(ray_cluster.database_url)
     assert store.get_job(job["id"]).done == 20
-    assert all(len(store.predictions_for_task(t.id)) == 1 for t in store.iter_tasks(project))
+    assert all(len(store.predictions_for_task(t.id)) == 1 for t in store.task_documents(project))
 
 
 def test_bulk_job_as_a_ray_job(api: httpx.Client, ray_cluster: RayCluster) -> None:

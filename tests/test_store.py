@@ -5,10 +5,11 @@ PostgreSQL and its concurrent schema creation are PostgreSQL's.
 """
 
 import hashlib
+import io
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from preannotate.store import (
+    AddedTasks,
     AlreadyExists,
     InvalidInput,
     InvalidState,
@@ -123,10 +125,39 @@ def together(*calls: Callable[[], object]) -> list[BaseException]:
     return errors
 
 
+class LineStream(io.TextIOBase):
+    """A text stream that reads its lines from an iterator only when asked for them, so a
+    test can act in the middle of an import (and a large one needs no large string)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        super().__init__()
+        self._lines = iter(lines)
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> str:
+        return next(self._lines, "")
+
+
+def add_texts(store: Store, project_id: int, texts: Iterable[str]) -> AddedTasks:
+    """Import tasks with these texts as JSONL, the way the task upload route does."""
+    lines = (json.dumps({"text": text}) + "\n" for text in texts)
+    return store.import_tasks(project_id, LineStream(lines), "jsonl")
+
+
+def task_ids(store: Store, project_id: int) -> list[int]:
+    """Every task id of a project, by id, read a page at a time as a bulk job reads them."""
+    ids: list[int] = []
+    while page := store.task_documents(project_id, after_id=ids[-1] if ids else 0):
+        ids += [row.id for row in page]
+    return ids
+
+
 def project_with_tasks(store: Store, count: int, name: str = "notes") -> tuple[int, list[int]]:
     project = store.create_project(name)
-    store.add_tasks(project.id, ({"text": f"note {i}"} for i in range(count)))
-    return project.id, [task.id for task in store.iter_tasks(project.id)]
+    add_texts(store, project.id, (f"note {i}" for i in range(count)))
+    return project.id, task_ids(store, project.id)
 
 
 def test_default_url_is_a_file_in_the_data_directory(
@@ -151,7 +182,8 @@ def test_database_url_from_the_environment_selects_postgresql(
     try:
         assert store.engine.dialect.name == "postgresql"
         project = store.create_project("p")
-        assert store.get_project_by_name("p").id == project.id
+        assert [p.name for p in store.list_projects()] == ["p"]
+        assert store.get_project(project.id).name == "p"
     finally:
         store.close()
 
@@ -171,21 +203,29 @@ def test_stores_starting_together_create_the_schema_once(postgres_database: str)
         store.close()
 
 
-def test_config_versions_and_history(store: Store) -> None:
+def test_config_versions(store: Store) -> None:
     project = store.create_project("notes")
     assert store.current_config(project.id) is None
 
     assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 1
+    first = store.current_config(project.id)
+    assert first is not None
     assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 1  # same hash
+    unchanged = store.current_config(project.id)
+    assert unchanged is not None and unchanged.id == first.id  # no new row: servers stay current
     assert store.set_config(project.id, {"labels": ["DRUG", "DOSE"]}, "h2") == 2
 
     current = store.current_config(project.id)
     assert current is not None
-    assert (current.version, current.config) == (2, {"labels": ["DRUG", "DOSE"]})
-    history = store.config_history(project.id)
-    assert [(c.version, c.config_hash) for c in history] == [(1, "h1"), (2, "h2")]
+    assert (current.version, current.config_hash) == (2, "h2")
+    assert current.config == {"labels": ["DRUG", "DOSE"]}
     # Going back to an earlier configuration is a new version, not a rewrite of history.
     assert store.set_config(project.id, {"labels": ["DRUG"]}, "h1") == 3
+    current = store.current_config(project.id)
+    assert current is not None
+    assert (current.version, current.config_hash) == (3, "h1")
+    with pytest.raises(NotFound, match="project 999 not found"):
+        store.current_config(999)
 
 
 def test_project_names_are_unique_and_missing_ids_are_named(store: Store) -> None:
@@ -194,12 +234,10 @@ def test_project_names_are_unique_and_missing_ids_are_named(store: Store) -> Non
         store.create_project("notes")
     with pytest.raises(NotFound, match="project 999 not found"):
         store.get_project(999)
-    with pytest.raises(NotFound, match="project 'nope' not found"):
-        store.get_project_by_name("nope")
     with pytest.raises(NotFound, match="task 12345 not found"):
         store.predictions_for_task(12345)
     with pytest.raises(NotFound, match="project 999 not found"):
-        store.add_tasks(999, [{"text": "orphan"}])
+        add_texts(store, 999, ["orphan"])
     with pytest.raises(NotFound, match="server 'server-9' not found"):
         store.get_server("server-9")
     with pytest.raises(NotFound, match="job 5 not found"):
@@ -215,7 +253,7 @@ def test_import_json_jsonl_and_csv(store: Store) -> None:
     with open(DATA / "tasks.csv", encoding="utf-8", newline="") as stream:
         store.import_tasks(project.id, stream)  # an open stream; format from its name
 
-    tasks = store.tasks_page(project.id, limit=100)
+    tasks = store.task_summaries(project.id, limit=100)
     assert [task.data for task in tasks] == [
         {"text": "Aspirin 81 mg daily."},
         {"text": "No known allergies.", "source": "note-17"},
@@ -243,12 +281,12 @@ def test_import_json_jsonl_and_csv(store: Store) -> None:
 )
 def test_bad_file_names_the_line_and_imports_nothing(store: Store, name: str, message: str) -> None:
     project = store.create_project("notes")
-    store.add_tasks(project.id, [{"text": "already here"}])
+    add_texts(store, project.id, ["already here"])
 
     with pytest.raises(InvalidInput, match=message):
         store.import_tasks(project.id, DATA / name)
 
-    assert [task.data["text"] for task in store.iter_tasks(project.id)] == ["already here"]
+    assert [row.data["text"] for row in store.task_documents(project.id)] == ["already here"]
 
 
 def test_unknown_file_type_is_refused(store: Store, tmp_path: Path) -> None:
@@ -263,23 +301,27 @@ def test_unknown_file_type_is_refused(store: Store, tmp_path: Path) -> None:
 def test_keyset_paging_returns_every_task_once(store: Store) -> None:
     project = store.create_project("big")
     other = store.create_project("other")
-    store.add_tasks(other.id, [{"text": "not mine"}])
-    added = store.add_tasks(project.id, ({"text": f"note {i}"} for i in range(2000)))
-    store.add_tasks(other.id, [{"text": "not mine either"}])
+    add_texts(store, other.id, ["not mine"])
+    added = add_texts(store, project.id, (f"note {i}" for i in range(2000)))
+    add_texts(store, other.id, ["not mine either"])
     assert added.count == 2000
     assert store.count_tasks(project.id) == 2000
 
-    seen: list[int] = []
-    after_id = 0
-    while page := store.tasks_page(project.id, after_id=after_id, limit=300):
+    seen: list[int] = []  # the task list, as the HTTP API pages it
+    while page := store.task_summaries(project.id, after_id=seen[-1] if seen else 0, limit=300):
         seen += [task.id for task in page]
-        after_id = page[-1].id
     assert len(seen) == 2000
     assert seen == sorted(set(seen))
     assert seen[0] == added.first_id and seen[-1] == added.last_id
-    assert [task.id for task in store.iter_tasks(project.id, page_size=700)] == seen
-    texts = {task.data["text"] for task in store.iter_tasks(project.id)}
-    assert texts == {f"note {i}" for i in range(2000)}
+    documents: list[tuple[int, str]] = []  # what a bulk job reads, in other page sizes
+    after_id = 0
+    while page := store.task_documents(project.id, after_id=after_id, limit=700):
+        documents += [(row.id, row.data["text"]) for row in page]
+        after_id = page[-1].id
+    assert [task_id for task_id, _ in documents] == seen
+    assert {text for _, text in documents} == {f"note {i}" for i in range(2000)}
+    with pytest.raises(InvalidInput, match="page limit must be at least 1, not 0"):
+        store.task_summaries(project.id, limit=0)
 
 
 def test_jobs_read_plain_task_rows_and_find_ids_outside_the_project(store: Store) -> None:
@@ -306,14 +348,14 @@ def test_a_reader_works_while_a_large_import_is_being_written(store: Store, stor
     seen_mid_import: list[int] = []
     long_text = "Patient reports mild headache. " * 160  # ~5 kB: 2,000 tasks exceed the cache
 
-    def tasks() -> Iterator[dict]:
+    def texts() -> Iterator[str]:
         for i in range(2500):
             if i == 2100:  # two chunks already inserted, not committed
                 seen_mid_import.append(reader.count_tasks(project.id))
-            yield {"text": f"{i}: {long_text}"}
+            yield f"{i}: {long_text}"
 
     try:
-        store.add_tasks(project.id, tasks())
+        add_texts(store, project.id, texts())
         assert seen_mid_import == [0]
         assert reader.count_tasks(project.id) == 2500
     finally:
@@ -371,13 +413,21 @@ def test_concurrent_writers_never_share_a_version(store: Store, store_url: str) 
 
 def test_concurrent_configuration_saves_get_distinct_versions(store: Store) -> None:
     project = store.create_project("notes")
-    saves = [
-        lambda n=n: store.set_config(project.id, {"labels": [str(n)]}, f"h{n}") for n in range(6)
-    ]
-    assert together(*saves) == []
-    history = store.config_history(project.id)
-    assert [c.version for c in history] == [1, 2, 3, 4, 5, 6]
-    assert sorted(c.config_hash for c in history) == [f"h{n}" for n in range(6)]
+    versions: dict[int, int] = {}
+
+    def save(n: int) -> None:
+        versions[n] = store.set_config(project.id, {"labels": [str(n)]}, f"h{n}")
+
+    assert together(*[lambda n=n: save(n) for n in range(6)]) == []
+    assert sorted(versions.values()) == [1, 2, 3, 4, 5, 6]
+    current = store.current_config(project.id)
+    assert current is not None
+    last = next(n for n, version in versions.items() if version == 6)
+    assert (current.version, current.config_hash, current.config) == (
+        6,
+        f"h{last}",
+        {"labels": [str(last)]},
+    )
 
 
 def test_concurrent_batches_of_a_job_count_every_prediction(store: Store) -> None:
@@ -437,8 +487,10 @@ def test_nan_is_refused_in_json_documents(store: Store) -> None:
         store.add_predictions([prediction(task, []), prediction(task, [nan_score])])
     assert store.predictions_for_task(task) == []
     project = store.create_project("other")
+    # Python's json module reads the non-standard token Infinity as a float.
+    tasks = io.StringIO('{"text": "ok"}\n{"text": "bad", "weight": Infinity}\n')
     with pytest.raises(InvalidInput, match="NaN and Infinity are not JSON"):
-        store.add_tasks(project.id, [{"text": "ok"}, {"text": "bad", "weight": float("inf")}])
+        store.import_tasks(project.id, tasks, "jsonl")
     assert store.count_tasks(project.id) == 0
 
 
@@ -498,21 +550,28 @@ def test_compare_pairs_several_items_on_one_span(store: Store) -> None:
     assert diff["added"] == diff["removed"] == []
 
 
-def test_completion_copied_from_a_prediction_is_an_independent_copy(store: Store) -> None:
+def test_completion_copied_from_a_prediction(store: Store) -> None:
     _, (task, other_task) = project_with_tasks(store, 2)
     store.add_predictions([prediction(task, [span(0, 4, "DRUG")])])
     predicted = store.predictions_for_task(task)[0]
     reviewer = store.create_user("ana")
 
-    completion = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
-    assert completion.result == predicted.result
-    assert completion.copied_from_prediction_id == predicted.id
+    copied = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
+    written = store.create_completion(task, [span(0, 4, "TREATMENT")], created_by=reviewer.id)
 
-    edited = store.update_completion(completion.id, [span(0, 4, "TREATMENT")])
-    assert edited.updated_at >= completion.created_at
-    assert store.get_completion(completion.id).result == [span(0, 4, "TREATMENT")]
+    stored = store.completions_for_task(task)
+    assert [c.id for c in stored] == [copied.id, written.id]
+    assert (stored[0].result, stored[0].copied_from_prediction_id) == (
+        [span(0, 4, "DRUG")],
+        predicted.id,
+    )
+    assert (stored[1].result, stored[1].copied_from_prediction_id) == (
+        [span(0, 4, "TREATMENT")],
+        None,
+    )
+    assert {c.created_by for c in stored} == {reviewer.id}
     assert store.get_prediction(predicted.id).result == [span(0, 4, "DRUG")]
-    assert [c.id for c in store.completions_for_task(task)] == [completion.id]
+    assert store.completions_for_task(other_task) == []
 
     with pytest.raises(InvalidInput, match=f"belongs to task {task}, not task {other_task}"):
         store.create_completion(other_task, copied_from=predicted.id)
@@ -520,6 +579,8 @@ def test_completion_copied_from_a_prediction_is_an_independent_copy(store: Store
         store.create_completion(task, [], copied_from=predicted.id)
     with pytest.raises(NotFound, match="prediction 404 not found"):
         store.create_completion(task, copied_from=404)
+    with pytest.raises(NotFound, match="user 77 not found"):
+        store.create_completion(task, [], created_by=77)
 
 
 def test_tokens_resolve_to_their_user(store: Store) -> None:
@@ -642,24 +703,25 @@ def test_servers(store: Store) -> None:
     assert store.get_server("server-1").as_dict()["project_ids"] == [first.id]
 
 
-def _exportable(store: Store) -> tuple[int, int, int, int]:
-    """A project with one task holding a prediction and a completion copied from it."""
+def _exportable(store: Store) -> tuple[int, int, int, tuple[int, int]]:
+    """A project with one task holding a prediction, a completion copied from it by a
+    reviewer and one written with another result by nobody in particular."""
     project_id, (task, empty_task) = project_with_tasks(store, 2)
     store.add_predictions([prediction(task, [span(0, 4, "DRUG")], score=0.9)])
     predicted = store.predictions_for_task(task)[0]
     reviewer = store.create_user("ana")
-    completion = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
-    store.update_completion(completion.id, [span(0, 4, "TREATMENT")])
-    return project_id, task, predicted.id, completion.id
+    copied = store.create_completion(task, copied_from=predicted.id, created_by=reviewer.id)
+    written = store.create_completion(task, [span(0, 4, "TREATMENT")])
+    return project_id, task, predicted.id, (copied.id, written.id)
 
 
-def test_generative_ai_lab_export(store: Store, tmp_path: Path) -> None:
-    project_id, task, prediction_id, completion_id = _exportable(store)
-    path = tmp_path / "export.json"
-    with open(path, "w", encoding="utf-8") as fp:
-        assert store.write_export(project_id, fp, "generative-ai-lab") == 2
+def test_generative_ai_lab_export(store: Store) -> None:
+    project_id, task, prediction_id, (copied_id, written_id) = _exportable(store)
 
-    exported = json.loads(path.read_text(encoding="utf-8"))
+    # Through JSON text, as the export route streams it.
+    exported = json.loads(json.dumps(list(store.export_project(project_id, "generative-ai-lab"))))
+
+    assert len(exported) == 2
     first = exported[0]
     assert (first["id"], first["data"]) == (task, {"text": "note 0"})
     [predicted] = first["predictions"]
@@ -667,16 +729,17 @@ def test_generative_ai_lab_export(store: Store, tmp_path: Path) -> None:
     assert predicted["result"] == [span(0, 4, "DRUG")]
     assert (predicted["score"], predicted["model_version"]) == (0.9, "ner@1")
     assert predicted["created_username"] == "preannotate"
-    [completion] = first["completions"]
-    assert completion["id"] == completion_id
-    assert completion["result"] == [span(0, 4, "TREATMENT")]
-    assert completion["copied_from"] == f"prediction: {prediction_id}"
-    assert completion["created_username"] == "ana"
+    copied, written = first["completions"]
+    assert (copied["id"], copied["result"]) == (copied_id, [span(0, 4, "DRUG")])
+    assert copied["copied_from"] == f"prediction: {prediction_id}"
+    assert copied["created_username"] == "ana"
+    assert (written["id"], written["result"]) == (written_id, [span(0, 4, "TREATMENT")])
+    assert "copied_from" not in written and "created_username" not in written
     assert (exported[1]["predictions"], exported[1]["completions"]) == ([], [])
 
 
 def test_label_studio_export(store: Store) -> None:
-    project_id, task, _, completion_id = _exportable(store)
+    project_id, task, _, (copied_id, written_id) = _exportable(store)
 
     exported = list(store.export_project(project_id, "label-studio"))
 
@@ -684,7 +747,10 @@ def test_label_studio_export(store: Store) -> None:
         "id": task,
         "data": {"text": "note 0"},
         "predictions": [{"model_version": "ner@1", "score": 0.9, "result": [span(0, 4, "DRUG")]}],
-        "annotations": [{"id": completion_id, "result": [span(0, 4, "TREATMENT")]}],
+        "annotations": [
+            {"id": copied_id, "result": [span(0, 4, "DRUG")]},
+            {"id": written_id, "result": [span(0, 4, "TREATMENT")]},
+        ],
     }
     assert len(exported) == 2
     with pytest.raises(InvalidInput, match="unknown export format 'coco'"):
