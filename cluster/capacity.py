@@ -1,6 +1,6 @@
 """Will a server fit on the cluster, and if not, why: the check behind "never hang on deploy".
 
-Ray Serve waits forever for replicas it cannot place (ARCHITECTURE.md, decision 2), so
+Ray Serve waits forever for replicas it cannot place (docs/architecture.md, "Deploy"), so
 before deploying we compare the request with what each node has and, when it cannot fit,
 say at once what is missing and which servers could be deleted to free it.
 
@@ -17,6 +17,7 @@ Rules mirrored from Ray:
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -53,6 +54,34 @@ class ResourceRequest(BaseModel):
     memory_bytes: int = Field(default=0, ge=0)
     license_tokens: float = Field(default=0.0, ge=0)
     replicas: int = Field(default=1, ge=1)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        num_cpus: float,
+        num_gpus: float = 0.0,
+        memory_mb: float = 0.0,
+        license_tokens: float = 0.0,
+        replicas: int = 1,
+    ) -> "ResourceRequest":
+        """A request in the units configurations use (memory in MiB)."""
+        return cls(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            memory_bytes=int(memory_mb * _MIB),
+            license_tokens=license_tokens,
+            replicas=replicas,
+        )
+
+    def actor_options(self) -> dict[str, Any]:
+        """The `ray_actor_options` of one replica (or trainer) asking for exactly this."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_bytes:
+            options["memory"] = self.memory_bytes
+        if self.license_tokens:
+            options["resources"] = {LICENSE_TOKEN: self.license_tokens}
+        return options
 
     def per_replica(self) -> Resources:
         """The nonzero resources of one replica, under Ray's resource names."""

@@ -2,9 +2,9 @@
 
 A bulk batch runs in slices and, before each slice, waits while an interactive call is
 waiting or running; an interactive call therefore waits for at most the slice already
-running, never for a whole bulk batch (ARCHITECTURE.md, decision 5). Slices are large
-while nobody calls interactively (throughput) and small for a while after someone did
-(latency). The pipeline itself runs one call at a time.
+running, never for a whole bulk batch (docs/architecture.md, "Interactive predict").
+Slices are large while nobody calls interactively (throughput) and small for a while after
+someone did (latency). The pipeline itself runs one call at a time.
 """
 
 import threading

@@ -1,7 +1,11 @@
 """The named, detached scheduler actor. Thin: it serializes deploys and deletes (the Serve
 controller is one actor anyway), runs jobs as concurrent asyncio tasks, and delegates the
-work to `cluster.servers` and `scheduler.bulk`. After a restart it rebuilds its state from
-the store and resumes unfinished jobs."""
+work to `scheduler.controller`, `scheduler.bulk` and `scheduler.training`. Blocking work
+(store, hub, Serve calls) runs in threads, never on the actor's event loop.
+
+The store is the desired state: when the actor starts (a new cluster on an existing data
+directory, or a restart after a crash) it brings back the servers recorded as live, then
+resumes their unfinished jobs."""
 
 import asyncio
 from pathlib import Path
@@ -12,14 +16,15 @@ from pydantic import ValidationError
 from ray import serve
 from ray.actor import ActorHandle
 
+from preannotate.annotators.training import check_base, training_data
 from preannotate.cluster.capacity import ResourceRequest
 from preannotate.cluster.license import License
 from preannotate.cluster.ray_cluster import NAMESPACE
 from preannotate.configs.errors import ConfigError, validation_problems
+from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub
-from preannotate.hub.training import TrainingSpec, check_base, training_data
 from preannotate.scheduler.bulk import BulkJob
-from preannotate.scheduler.controller import ServerManager
+from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
 from preannotate.scheduler.training import TrainingJob
 from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
@@ -32,83 +37,90 @@ READY_TIMEOUT_S = 600.0
 class Scheduler:
     def __init__(self, database_url: str, hub_root: str, license: License | None):
         self.store = Store(database_url)
-        self.servers = ServerManager(self.store, Hub(Path(hub_root)), license)
+        self.servers = DeployController(self.store, Hub(Path(hub_root)), license)
         self.lock = asyncio.Lock()
         self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob | TrainingJob]] = {}
-        ray.get_runtime_context().current_actor.resume_jobs.remote()
+        live = [s.id for s in self.store.list_servers() if s.status not in UNUSABLE]
+        self.servers.restoring.update(live)
+        ray.get_runtime_context().current_actor.start.remote(live)
+
+    @ray.method(max_task_retries=-1)
+    async def start(self, server_ids: list[str]) -> None:
+        """Restore the servers recorded as live, one at a time, then resume their jobs.
+        Called by `__init__` on this actor itself; after a restart the actor may still
+        count as restarting when the call is sent, so the call is retried until it lands."""
+        async with self.lock:
+            for server_id in server_ids:
+                await asyncio.to_thread(self.servers.restore, server_id)
+        await self.resume_jobs()
 
     async def deploy(self, project_id: int) -> dict[str, Any]:
         async with self.lock:
-            return await self.servers.deploy(project_id)
+            return await asyncio.to_thread(self.servers.deploy, project_id)
 
     async def delete_server(self, server_id: str) -> dict[str, Any]:
         """Jobs on the server end as cancelled (keeping what they wrote), then it goes."""
         async with self.lock:
-            self.store.get_server(server_id)
-            for job in self.store.unfinished_jobs():
+            await asyncio.to_thread(self.store.get_server, server_id)
+            for job in await asyncio.to_thread(self.store.unfinished_jobs):
                 if job.server_id == server_id:
                     await self._cancel(job.id, f"server {server_id} was deleted")
-            return await self.servers.delete(server_id)
+            return await asyncio.to_thread(self.servers.delete, server_id)
 
     async def list_servers(self) -> list[dict[str, Any]]:
-        return await self.servers.list()
+        return await asyncio.to_thread(self.servers.list)
 
     async def get_server(self, server_id: str) -> dict[str, Any]:
-        return await self.servers.describe(server_id)
+        return await asyncio.to_thread(self.servers.describe, server_id)
 
     async def preannotate_options(self, project_id: int) -> dict[str, Any]:
-        return await self.servers.options(project_id)
-
-    async def replica_event(
-        self, server_id: str, replica_id: str, node_id: str, state: str
-    ) -> None:
-        self.servers.replica_event(server_id, replica_id, node_id, state)
+        return await asyncio.to_thread(self.servers.options, project_id)
 
     async def submit_training(self, project_id: int, request: dict[str, Any]) -> int:
-        """Check everything a training run needs, then start it as Ray work; returns the job."""
+        """Check everything a training run needs, then start it as Ray work; returns the job.
+        The checks read the store, the hub and the cluster's state, so they run in a thread."""
         try:
             spec = TrainingSpec.model_validate(request)
         except ValidationError as exc:
             raise ConfigError(validation_problems(exc, "training request")) from None
-        config = self.servers.project_config(project_id)
-        annotated = [
-            (task.id, task.data, completion.result)
-            for task, completion in self.store.annotated_tasks(project_id)
-        ]
-        data = training_data(spec, config.labeling, annotated)
-        base = check_base(spec, self.servers.hub)
-        res = spec.resources
-        request_ = ResourceRequest(
-            num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory_bytes=res.memory_mb * 2**20
-        )
-        fit = self.servers.fit_request(request_)
-        if not fit.fits:
-            raise DeployRefused(fit.explain("train"), fit.delete_candidates)
-        job = self.store.create_job(
-            project_id, JobKind.TRAIN, params=spec.model_dump(), total=spec.epochs
-        )
-        runner = TrainingJob(self.store, self.servers.hub, job.id, project_id, spec, data, base)
-        self._track(job.id, runner)
-        return job.id
 
-    async def training_event(self, job_id: int, epoch: int, loss: float) -> None:
-        """A trainer finished an epoch: progress, loss and a log line for the job."""
-        total = self.store.get_job(job_id).total
-        self.store.record_job_progress(job_id, done=1)
-        self.store.update_job_details(
-            job_id, epoch=epoch, loss=loss, log=f"epoch {epoch}/{total}: loss {loss:.4f}"
-        )
+        def prepare() -> TrainingJob:
+            config = self.servers.project_config(project_id)
+            annotated = [
+                (task.id, task.data, completion.result)
+                for task, completion in self.store.annotated_tasks(project_id)
+            ]
+            data = training_data(spec, config.labeling, annotated)
+            base = check_base(spec, self.servers.hub)
+            res = spec.resources
+            fit = self.servers.fit(
+                ResourceRequest(
+                    num_cpus=res.num_cpus,
+                    num_gpus=res.num_gpus,
+                    memory_bytes=res.memory_mb * 2**20,
+                )
+            )
+            if not fit.fits:
+                raise DeployRefused(fit.explain("train"), fit.delete_candidates)
+            job = self.store.create_job(
+                project_id, JobKind.TRAIN, params=spec.model_dump(), total=spec.epochs
+            )
+            return TrainingJob(self.store, self.servers.hub, job.id, project_id, spec, data, base)
+
+        runner = await asyncio.to_thread(prepare)
+        self._track(runner.job_id, runner)
+        return runner.job_id
 
     async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
         if server_id is not None:
-            server = self.store.get_server(server_id)
+            server = await asyncio.to_thread(self.store.get_server, server_id)
             if server.deleted_at is not None:
                 raise InvalidState(f"server {server_id} was deleted")
             return server_id
-        config = self.servers.project_config(project_id)
-        for server in self.store.list_servers():
-            if server.config_hash == config.hash and server.status != ServerStatus.FAILED:
-                return server.id
+        config = await asyncio.to_thread(self.servers.project_config, project_id)
+        shared = await asyncio.to_thread(self.servers.shared_server, config.hash)
+        if shared is not None:
+            return shared.id
         if not deploy:
             raise DeployRefused(
                 f"no server has project {project_id}'s current configuration; deploy one first "
@@ -126,7 +138,7 @@ class Scheduler:
         """Queue a bulk pre-annotation job and start it; returns the job id."""
         if task_ids:
             ids = sorted(set(task_ids))
-            if missing := self.store.missing_task_ids(project_id, ids):
+            if missing := await asyncio.to_thread(self.store.missing_task_ids, project_id, ids):
                 raise InvalidInput(
                     f"tasks not in project {project_id}: {', '.join(map(str, missing[:10]))}"
                     + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -134,10 +146,15 @@ class Scheduler:
             total = len(ids)
         else:
             ids = None
-            total = self.store.count_tasks(project_id)
+            total = await asyncio.to_thread(self.store.count_tasks, project_id)
         server = await self._server_for(project_id, server_id, deploy_if_missing)
-        job = self.store.create_job(
-            project_id, JobKind.PREANNOTATE, params={"task_ids": ids}, server_id=server, total=total
+        job = await asyncio.to_thread(
+            self.store.create_job,
+            project_id,
+            JobKind.PREANNOTATE,
+            params={"task_ids": ids},
+            server_id=server,
+            total=total,
         )
         self._start(job.id, server)
         return job.id
@@ -149,7 +166,13 @@ class Scheduler:
             if not handle:
                 await self._wait_ready(server_id)
                 handle.append(await asyncio.to_thread(serve.get_app_handle, server_id))
-            return await handle[0].annotate.remote(tasks)
+            try:
+                return await handle[0].annotate.remote(tasks)
+            except Exception:
+                state, message = await asyncio.to_thread(self.servers.server_state, server_id)
+                if state == ServerStatus.DELETING or message == GONE:
+                    raise ServerGone(f"server {server_id} is {state}: {message}") from None
+                raise
 
         self._track(job_id, BulkJob(self.store, job_id, server_id, predict))
 
@@ -163,7 +186,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_S
         while loop.time() < deadline:
-            state, message = await self.servers.state(server_id)
+            state, message = await asyncio.to_thread(self.servers.server_state, server_id)
             if state == ServerStatus.READY:
                 return
             if state in (ServerStatus.FAILED, ServerStatus.DELETING):
@@ -172,7 +195,7 @@ class Scheduler:
         raise ServerGone(f"server {server_id} was not ready after {READY_TIMEOUT_S:.0f} s")
 
     async def cancel_job(self, job_id: int, reason: str) -> None:
-        job = self.store.get_job(job_id)
+        job = await asyncio.to_thread(self.store.get_job, job_id)
         if job.state not in (JobState.QUEUED, JobState.RUNNING):
             raise InvalidState(f"job {job_id} already ended ({job.state})")
         await self._cancel(job_id, reason)
@@ -180,7 +203,7 @@ class Scheduler:
     async def _cancel(self, job_id: int, reason: str) -> None:
         running = self.jobs.get(job_id)
         if running is None:
-            self.store.set_job_state(job_id, JobState.CANCELLED, reason)
+            await asyncio.to_thread(self.store.set_job_state, job_id, JobState.CANCELLED, reason)
             return
         task, runner = running
         runner.cancel_reason = reason
@@ -191,18 +214,19 @@ class Scheduler:
         """Restart the bulk jobs a previous scheduler left unfinished (they skip finished
         tasks); training runs died with it and end as failed, to be started again."""
         resumed = []
-        for job in self.store.unfinished_jobs():
+        for job in await asyncio.to_thread(self.store.unfinished_jobs):
             if job.id in self.jobs:
                 continue
             if job.kind == JobKind.TRAIN:
-                self.store.set_job_state(
+                await asyncio.to_thread(
+                    self.store.set_job_state,
                     job.id,
                     JobState.FAILED,
                     "the scheduler restarted during training; start it again",
                 )
                 continue
             if job.state == JobState.RUNNING:
-                self.store.set_job_state(job.id, JobState.QUEUED)
+                await asyncio.to_thread(self.store.set_job_state, job.id, JobState.QUEUED)
             self._start(job.id, job.server_id)
             resumed.append(job.id)
         return resumed

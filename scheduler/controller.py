@@ -1,18 +1,24 @@
-"""The server registry: deploy a project's configuration as one Serve application, report
-its state, delete it. Runs inside the scheduler actor, which calls it one deploy or delete
-at a time (ARCHITECTURE.md, decisions 1-3)."""
+"""The deploy controller: the server registry that deploys a project's configuration as one
+Serve application, reports its state, deletes it and restores it after a restart.
 
-import asyncio
+It runs inside the scheduler actor, which calls it one deploy, delete or restore at a time
+and always in a worker thread: its store, hub and Serve calls block. What runs where is
+pulled from Serve's controller (`cluster.serve_state`), never reported by replicas, so the
+resources counted as held are those of live replicas only (docs/architecture.md, "Deploy").
+"""
+
 import time
 from typing import Any
 
 from ray import serve
-from ray.serve.schema import ApplicationStatus, ServeStatus
+from ray.serve.schema import ApplicationStatus
 
 from preannotate.annotators.pipeline import check_runnable
 from preannotate.cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
+from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License, LicenseError, require_scope
 from preannotate.cluster.ray_cluster import nodes
+from preannotate.cluster.serve_state import ServeSnapshot, serve_snapshot
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import parse_project_config
 from preannotate.deployments.model_server import inline_config, model_server_app
@@ -24,30 +30,37 @@ from preannotate.store.models import Server
 
 PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""
+POLL_S = 0.2
+GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
+UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
 
 
-def resource_request(config: ValidatedConfig) -> ResourceRequest:
-    """What Ray will be asked for; autoscaled servers are checked for their first replica."""
-    need = config.replica_resources()
-    res = config.project.resources
-    replicas = max(1, res.autoscaling.min_replicas) if res.autoscaling else res.replicas
-    return ResourceRequest(
-        num_cpus=need["num_cpus"],
-        num_gpus=need["num_gpus"],
-        memory_bytes=int(need["memory_mb"] * 2**20),
-        license_tokens=need["license_tokens"],
-        replicas=replicas,
-    )
+def deployed_snapshot(config: ValidatedConfig) -> dict[str, Any]:
+    """What a server shows on the Clusters page for as long as it lives: its models with
+    their labels and versions, and its rules, as validated when it was deployed."""
+    return {
+        "models": [
+            {
+                "name": m.name,
+                "version": m.version,
+                "kind": m.kind,
+                "labels": m.labels,
+                "license_scope": m.license_scope,
+            }
+            for m in config.models.values()
+        ],
+        "rules": [{"name": r.name, "version": r.version, "label": r.label} for r in config.rules],
+    }
 
 
-class ServerManager:
+class DeployController:
     def __init__(self, store: Store, hub: Hub, license: License | None):
         self.store = store
         self.hub = hub
         self.license = license
-        self.replicas: dict[str, dict[str, tuple[str, str]]] = {}
-        """server id -> replica id -> (node id, state), as replicas report themselves."""
         self.deleting: set[str] = set()
+        self.restoring: set[str] = set()
+        """Servers recorded as live whose Serve apps are being brought back after a restart."""
 
     def project_config(self, project_id: int) -> ValidatedConfig:
         record = self.store.current_config(project_id)
@@ -55,23 +68,27 @@ class ServerManager:
             raise ConfigError([f"project {project_id} has no configuration yet; set one first"])
         return validate_config(parse_project_config(record.config), self.hub)
 
-    def replica_event(self, server_id: str, replica_id: str, node_id: str, state: str) -> None:
-        if server_id not in self.deleting:
-            self.replicas.setdefault(server_id, {})[replica_id] = (node_id, state)
+    # -- capacity --------------------------------------------------------------------------
 
-    def _holdings(self) -> list[ServerHolding]:
+    def holdings(self, snapshot: ServeSnapshot) -> list[ServerHolding]:
+        """What each server holds now: its per-replica resources on each node where Serve
+        has a live replica of it. Scaled-to-zero or dead replicas hold nothing."""
         holdings = []
         for server in self.store.list_servers():
-            placed = self.replicas.get(server.id, {})
-            count = len(placed) or server.replicas
+            app = snapshot.app(server.id)
+            placed = app.placed if app else []
             per_node: dict[str, dict[str, float]] = {}
-            for node, _ in placed.values():
-                held = per_node.setdefault(node, {})
+            for replica in placed:
+                held = per_node.setdefault(replica.node_id or "", {})
                 for key, amount in server.resources.items():
                     held[key] = held.get(key, 0.0) + amount
-            total = {key: amount * count for key, amount in server.resources.items()}
+            total = {key: amount * len(placed) for key, amount in server.resources.items()}
             holdings.append(ServerHolding(server_id=server.id, resources=total, per_node=per_node))
         return holdings
+
+    def fit(self, request: ResourceRequest) -> FitResult:
+        """Whether `request` can be placed now, and if not, which servers to delete."""
+        return check_fit(request, nodes(), self.holdings(serve_snapshot()))
 
     def _license_problem(self, config: ValidatedConfig) -> str | None:
         try:
@@ -81,136 +98,153 @@ class ServerManager:
             return str(exc)
         return None
 
-    def fit(self, config: ValidatedConfig) -> FitResult:
-        return self.fit_request(resource_request(config))
+    # -- deploy ----------------------------------------------------------------------------
 
-    def fit_request(self, request: ResourceRequest) -> FitResult:
-        return check_fit(request, nodes(), self._holdings())
-
-    def _shared_server(self, config_hash: str) -> Server | None:
+    def shared_server(self, config_hash: str) -> Server | None:
+        """A live server with this configuration, which a project can use instead of a new one."""
         for server in self.store.list_servers():
-            usable = server.status not in (ServerStatus.FAILED, ServerStatus.DELETING)
-            if server.config_hash == config_hash and usable:
+            if server.config_hash == config_hash and server.status not in UNUSABLE:
                 return server
         return None
 
-    async def deploy(self, project_id: int) -> dict[str, Any]:
+    def deploy(self, project_id: int) -> dict[str, Any]:
         """Deploy (or share) a server for the project's current configuration, or refuse now."""
         config = self.project_config(project_id)
-        shared = self._shared_server(config.hash)
+        shared = self.shared_server(config.hash)
         if shared is not None:
             self.store.attach_project(shared.id, project_id)
-            return await self.describe(shared.id)
+            return self.describe(shared.id)
         check_runnable(config)
         problem = self._license_problem(config)
         if problem:
             raise DeployRefused(f"Cannot deploy: {problem}")
-        fit = self.fit(config)
+        spec = DeploySpec.from_config(config)
+        fit = self.fit(spec.request)
         if not fit.fits:
             raise DeployRefused(fit.message, fit.delete_candidates)
-        request = resource_request(config)
         server = self.store.record_server(
             config=inline_config(config),
             config_hash=config.hash,
             project_ids=[project_id],
-            resources=request.per_replica(),
-            replicas=request.replicas,
+            resources=spec.request.per_replica(),
+            replicas=spec.request.replicas,
+            snapshot=deployed_snapshot(config),
         )
-        app = model_server_app(server.id, config, str(self.hub.root))
+        self._run(server, spec)
+        return self.describe(server.id)
+
+    def _run(self, server: Server, spec: DeploySpec) -> None:
+        """Start the server's Serve app without blocking on it, then hold the deploy lock
+        until Ray has placed its replicas, so the next capacity check sees them as taken."""
+        app = model_server_app(server.id, spec, server.config, str(self.hub.root))
         target = serve.RunTarget(target=app, name=server.id, route_prefix=None)
-        await asyncio.to_thread(
-            serve.run_many,
+        serve.run_many(
             [target],
             wait_for_ingress_deployment_creation=False,
             wait_for_applications_running=False,
         )
-        await self._wait_until_placed(
-            server.id, 0 if config.project.resources.autoscaling else request.replicas
-        )
-        return await self.describe(server.id)
-
-    async def _wait_until_placed(self, server_id: str, replicas: int) -> None:
-        """Hold the deploy lock until Ray has placed the replicas, so the next capacity check
-        sees their resources as taken; give everything back if they cannot be placed."""
         deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
         while time.monotonic() < deadline:
-            state, _ = await self.state(server_id)
-            if state in (ServerStatus.READY, ServerStatus.FAILED):
+            snapshot = serve_snapshot()
+            state, _ = self.state(server.id, snapshot)
+            app_state = snapshot.app(server.id)
+            placed = len(app_state.placed) if app_state else 0
+            if (
+                state in (ServerStatus.READY, ServerStatus.FAILED)
+                or placed >= spec.replicas_to_place
+            ):
                 return
-            if len(self.replicas.get(server_id, {})) >= replicas:
-                return
-            await asyncio.sleep(0.2)
-        await self.delete(server_id)
+            time.sleep(POLL_S)
+        self.delete(server.id)
         raise DeployRefused(
-            f"Cannot deploy: Ray could not place the replicas of {server_id} within "
+            f"Cannot deploy: Ray could not place the replicas of {server.id} within "
             f"{PLACEMENT_TIMEOUT_S:.0f} s (other work holds the resources); it was removed."
         )
 
-    async def state(
-        self, server_id: str, status: ServeStatus | None = None
-    ) -> tuple[str, str | None]:
-        """deploying / loading / ready / failed / deleting, with Serve's message if any.
-        `status` is a snapshot of `serve.status()` shared by a listing of many servers."""
+    def restore(self, server_id: str) -> None:
+        """Bring back a server the store records as live after the cluster restarted: the
+        same id and configuration, capacity permitting; otherwise it is marked failed with
+        the reason, and jobs on it end instead of calling an app that does not exist."""
+        try:
+            server = self.store.get_server(server_id)
+            if serve_snapshot().app(server_id) is not None:
+                return
+            config = validate_config(parse_project_config(server.config), self.hub)
+            problem = self._license_problem(config)
+            spec = DeploySpec.from_config(config)
+            fit = None if problem else self.fit(spec.request)
+            if problem or (fit is not None and not fit.fits):
+                reason = problem or (fit.message if fit else "")
+                self.store.set_server_status(
+                    server_id, ServerStatus.FAILED, f"not restored: {reason}"
+                )
+                return
+            self.store.set_server_status(server_id, ServerStatus.DEPLOYING)
+            self._run(server, spec)
+        except (ConfigError, DeployRefused) as exc:
+            self.store.set_server_status(server_id, ServerStatus.FAILED, f"not restored: {exc}")
+        finally:
+            self.restoring.discard(server_id)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self, server_id: str, snapshot: ServeSnapshot) -> tuple[str, str | None]:
+        """deploying / loading / ready / failed / deleting, with Serve's message if any."""
         if server_id in self.deleting:
             return ServerStatus.DELETING, None
-        status = status or await asyncio.to_thread(serve.status)
-        app = status.applications.get(server_id)
+        if server_id in self.restoring:
+            return ServerStatus.DEPLOYING, "being restored after a restart"
+        app = snapshot.app(server_id)
         if app is None:
-            return ServerStatus.FAILED, "the Serve application is gone (was the cluster restarted?)"
+            return ServerStatus.FAILED, GONE
         if app.status == ApplicationStatus.RUNNING:
             return ServerStatus.READY, None
         if app.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
-            messages = [app.message] + [d.message for d in app.deployments.values() if d.message]
-            return ServerStatus.FAILED, " ".join(m for m in messages if m)
-        if self.replicas.get(server_id):
+            return ServerStatus.FAILED, app.message or None
+        if app.placed:
             return ServerStatus.LOADING, None
         return ServerStatus.DEPLOYING, None
 
-    async def describe(self, server_id: str, status: ServeStatus | None = None) -> dict[str, Any]:
-        """What the Clusters page shows for one server."""
+    def server_state(self, server_id: str) -> tuple[str, str | None]:
+        """The state of one server now (one read of Serve's state)."""
+        return self.state(server_id, serve_snapshot())
+
+    def describe(self, server_id: str, snapshot: ServeSnapshot | None = None) -> dict[str, Any]:
+        """What the Clusters page shows for one server; `snapshot` is shared by a listing."""
         server = self.store.get_server(server_id)
+        snapshot = snapshot or serve_snapshot()
+        app = snapshot.app(server_id)
         if server.deleted_at is not None:
             state, message = ServerStatus.DELETED.value, None
         else:
-            state, message = await self.state(server_id, status)
+            state, message = self.state(server_id, snapshot)
+            if app is None and server.status == ServerStatus.FAILED and server.message:
+                message = server.message
             if state != server.status:
-                server = self.store.set_server_status(server_id, state)
-        config = validate_config(parse_project_config(server.config), self.hub)
-        placed = self.replicas.get(server_id, {})
+                server = self.store.set_server_status(server_id, state, message)
+        placed = app.placed if app and server.deleted_at is None else []
         return {
             "id": server.id,
             "config_hash": server.config_hash,
             "projects": server.project_ids,
-            "models": [
-                {
-                    "name": m.name,
-                    "version": m.version,
-                    "kind": m.kind,
-                    "labels": m.labels,
-                    "license_scope": m.license_scope,
-                }
-                for m in config.models.values()
-            ],
-            "rules": [
-                {"name": r.name, "version": r.version, "label": r.label} for r in config.rules
-            ],
+            "models": server.snapshot.get("models", []),
+            "rules": server.snapshot.get("rules", []),
             "status": state,
             "message": message,
             "replicas": {"target": server.replicas, "running": len(placed)},
             "resources_per_replica": server.resources,
-            "nodes": sorted({node for node, _ in placed.values()}),
+            "nodes": sorted({r.node_id for r in placed if r.node_id}),
             "deployed_at": server.deployed_at.isoformat(),
         }
 
-    async def _describe_all(self, servers: list[Server]) -> list[dict[str, Any]]:
-        """Describe several servers from one `serve.status()` snapshot."""
-        status = await asyncio.to_thread(serve.status) if servers else None
-        return [await self.describe(s.id, status) for s in servers]
+    def list(self) -> list[dict[str, Any]]:
+        servers = self.store.list_servers()
+        snapshot = serve_snapshot() if servers else ServeSnapshot()
+        return [self.describe(s.id, snapshot) for s in servers]
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self._describe_all(self.store.list_servers())
+    # -- delete ----------------------------------------------------------------------------
 
-    async def delete(self, server_id: str) -> dict[str, Any]:
+    def delete(self, server_id: str) -> dict[str, Any]:
         """Delete the Serve app and wait until its replicas (and their resources) are gone."""
         server = self.store.get_server(server_id)
         if server.deleted_at is not None:
@@ -218,21 +252,25 @@ class ServerManager:
         self.deleting.add(server_id)
         try:
             self.store.set_server_status(server_id, ServerStatus.DELETING)
-            await asyncio.to_thread(serve.delete, server_id)
+            serve.delete(server_id)
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)
-            self.replicas.pop(server_id, None)
-        return await self.describe(server_id)
+        return self.describe(server_id, ServeSnapshot())
 
-    async def options(self, project_id: int) -> dict[str, Any]:
+    # -- the Pre-Annotate dialog -----------------------------------------------------------
+
+    def options(self, project_id: int) -> dict[str, Any]:
         """What the Pre-Annotate dialog shows for a project."""
         config = self.project_config(project_id)
-        usable = await self._describe_all(
-            [s for s in self.store.list_servers() if s.config_hash == config.hash]
-        )
+        snapshot = serve_snapshot()
+        usable = [
+            self.describe(s.id, snapshot)
+            for s in self.store.list_servers()
+            if s.config_hash == config.hash
+        ]
         problem = self._license_problem(config)
-        fit = None if problem else self.fit(config)
+        fit = None if problem else self.fit(DeploySpec.from_config(config).request)
         reason = f"Cannot deploy: {problem}" if problem else (None if fit.fits else fit.message)
         return {
             "project_id": project_id,

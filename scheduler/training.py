@@ -1,53 +1,61 @@
-"""Training jobs: a run of `hub.training` as Ray work with its own resource request.
+"""Training jobs: a run of `annotators.training` as Ray work with its own resource request.
 
 The trainer is an actor so that cancelling the job kills it at once and gives its CPUs,
-GPUs and memory back; the model is registered in the hub only after a run succeeds, under
-the next free `<name>_v<n>`, so a cancelled or failed run leaves no model behind.
+GPUs and memory back. It streams its progress back to the job that awaits it (a Ray
+generator: one item per epoch, then the model), so nothing below the scheduler calls the
+scheduler. The model is registered in the hub only after a run succeeds, under the next
+free `<name>_v<n>`, so a cancelled or failed run leaves no model behind.
 """
 
 import asyncio
 import io
 import tarfile
 import tempfile
+from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from preannotate.annotators.training import Epoch, TrainedModel, TrainingData, train
+from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
-from preannotate.hub.training import (
-    TrainingData,
-    TrainingSpec,
-    manifest_for,
-    next_version,
-    train,
-)
+from preannotate.hub.manifest import MANIFEST_FILE
+from preannotate.hub.versions import WEIGHTS, manifest_for, next_version
 from preannotate.store import JobState, Store
+
+
+@dataclass
+class TrainedArchive:
+    """The last item of a trainer's stream: the model folder as a tar archive (the trainer
+    may run on another node than the hub), with its metrics and the data sizes."""
+
+    archive: bytes
+    metrics: dict[str, Any]
+    train_size: int
+    eval_size: int
+
+    @classmethod
+    def of(cls, trained: TrainedModel) -> "TrainedArchive":
+        with tempfile.TemporaryDirectory() as folder:
+            trained.nlp.to_disk(Path(folder) / WEIGHTS)
+            archive = io.BytesIO()
+            with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+                tar.add(Path(folder) / WEIGHTS, arcname=WEIGHTS)
+        return cls(archive.getvalue(), trained.metrics, trained.train_size, trained.eval_size)
 
 
 @ray.remote(max_restarts=0)
 class Trainer:
-    def train(
-        self, job_id: int, spec: TrainingSpec, data: TrainingData, base: HubModel | None
-    ) -> tuple[bytes, dict[str, Any], int, int]:
-        """Train and return the model folder as a tar archive (the trainer may run on
-        another node than the hub), with the metrics and the data sizes."""
-        from preannotate.scheduler.actor import find_scheduler
-
-        scheduler = find_scheduler()
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            if scheduler is not None:
-                scheduler.training_event.remote(job_id, epoch, loss)
-
-        trained = train(spec, data, base, on_epoch)
-        with tempfile.TemporaryDirectory() as folder:
-            trained.nlp.to_disk(Path(folder) / "model")
-            archive = io.BytesIO()
-            with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-                tar.add(Path(folder) / "model", arcname="model")
-        return archive.getvalue(), trained.metrics, trained.train_size, trained.eval_size
+    @ray.method(num_returns="streaming")
+    def run(
+        self, spec: TrainingSpec, data: TrainingData, base: HubModel | None
+    ) -> Generator[Epoch | TrainedArchive, None, None]:
+        """Stream each epoch as it ends, then the trained model."""
+        trained = yield from train(spec, data, base)
+        yield TrainedArchive.of(trained)
 
 
 class TrainingJob:
@@ -67,24 +75,67 @@ class TrainingJob:
         self.cancel_reason = "cancelled"
 
     async def run(self) -> None:
-        self.store.set_job_state(self.job_id, JobState.RUNNING)
+        """Train, then register the model. Store and hub work runs in threads, off the
+        scheduler's event loop."""
+        try:
+            await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
+            model = await self._train()
+        except asyncio.CancelledError:
+            await asyncio.to_thread(
+                self.store.set_job_state, self.job_id, JobState.CANCELLED, self.cancel_reason
+            )
+            raise
+        except Exception as exc:
+            await asyncio.to_thread(self._fail, exc)
+            return
+        # Once trained, the model is registered to the end: a cancel coming in meanwhile
+        # waits for it, so a job with a model in the hub never ends as cancelled.
+        registering = asyncio.ensure_future(asyncio.to_thread(self._finish, model))
+        try:
+            await asyncio.shield(registering)
+        except asyncio.CancelledError:
+            await registering
+            raise
+
+    async def _train(self) -> TrainedArchive:
+        """Run the trainer actor, recording each epoch as it streams in. The actor is killed
+        however this ends, so a cancel gives its resources back at once."""
         res = self.spec.resources
         trainer = Trainer.options(
             num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory=res.memory_mb * 2**20 or None
         ).remote()
         try:
-            archive, metrics, train_size, eval_size = await trainer.train.remote(
-                self.job_id, self.spec, self.data, self.base
-            )
-        except asyncio.CancelledError:
-            self.store.set_job_state(self.job_id, JobState.CANCELLED, self.cancel_reason)
-            raise
-        except Exception as exc:
-            self.store.set_job_state(self.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
-            return
+            async for ref in trainer.run.remote(self.spec, self.data, self.base):
+                event = await ref
+                if isinstance(event, TrainedArchive):
+                    return event
+                await asyncio.to_thread(self._record, event)
         finally:
             ray.kill(trainer)
-        name = self._register(archive, metrics, train_size, eval_size)
+        raise RuntimeError("the trainer stopped before it sent the model")
+
+    def _record(self, event: Epoch) -> None:
+        """An epoch ended: progress, loss and a log line for the job."""
+        self.store.record_job_progress(self.job_id, done=1)
+        self.store.update_job_details(
+            self.job_id,
+            epoch=event.epoch,
+            loss=event.loss,
+            log=f"epoch {event.epoch}/{self.spec.epochs}: loss {event.loss:.4f}",
+        )
+
+    def _fail(self, exc: Exception) -> None:
+        self.store.set_job_state(self.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _finish(self, model: TrainedArchive) -> None:
+        """Register the model and end the job: succeeded, or failed when the hub refuses it
+        (e.g. another run took the same version first)."""
+        try:
+            name = self._register(model)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        metrics = model.metrics
         self.store.update_job_details(
             self.job_id,
             model=name,
@@ -94,25 +145,26 @@ class TrainingJob:
         )
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
 
-    def _register(
-        self, archive: bytes, metrics: dict[str, Any], train_size: int, eval_size: int
-    ) -> str:
+    def _register(self, model: TrainedArchive) -> str:
         """Unpack into a staging folder and add it to the hub as the next version."""
         name, number = next_version(self.hub, self.spec.model_name)
         provenance = {
             "source_project": self.project_id,
             "job_id": self.job_id,
             "completions": len(self.data.texts),
-            "train_size": train_size,
-            "eval_size": eval_size,
+            "train_size": model.train_size,
+            "eval_size": model.eval_size,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        manifest = manifest_for(name, number, self.spec, self.data, metrics, self.base, provenance)
+        labels = self.data.model_labels(self.base)
+        manifest = manifest_for(
+            name, number, self.spec, labels, model.metrics, self.base, provenance
+        )
         with tempfile.TemporaryDirectory() as staging:
             folder = Path(staging) / name
             folder.mkdir()
-            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(model.archive), mode="r:gz") as tar:
                 tar.extractall(folder, filter="data")
-            (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+            (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
             self.hub.add(folder)
         return name

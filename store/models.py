@@ -231,8 +231,13 @@ class Server(Base):
     config_hash: Mapped[str] = mapped_column(String(128))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text)
+    """Why the server is in its status, when that needs saying (e.g. not restored)."""
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     replicas: Mapped[int] = mapped_column(default=1)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What was deployed (models with labels and versions, rules), as it was at deploy
+    time: listing servers never re-validates a configuration against today's hub."""
     deployed_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
     # Loaded with the server so the list is still readable after the session closes.

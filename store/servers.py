@@ -33,6 +33,7 @@ class ServerOps(Database):
         project_ids: Iterable[int] = (),
         resources: dict[str, Any] | None = None,
         replicas: int = 1,
+        snapshot: dict[str, Any] | None = None,
         status: str = ServerStatus.DEPLOYING,
         server_id: str | None = None,
     ) -> Server:
@@ -54,7 +55,9 @@ class ServerOps(Database):
             server.config_hash = config_hash
             server.resources = resources or {}
             server.replicas = replicas
+            server.snapshot = snapshot or {}
             server.status = server_status.value
+            server.message = None
             server.deployed_at = utcnow()
             server.deleted_at = None
             server.projects = projects
@@ -87,8 +90,9 @@ class ServerOps(Database):
         with self._read() as session:
             return list(session.scalars(query))
 
-    def set_server_status(self, server_id: str, status: str) -> Server:
-        """Record a status the cluster observed (deploying, loading, ready, failed, deleting).
+    def set_server_status(self, server_id: str, status: str, message: str | None = None) -> Server:
+        """Record a status the cluster observed (deploying, loading, ready, failed, deleting),
+        with the reason when there is one.
 
         A deleted server stays deleted: a status poll that arrives late cannot revive it.
         """
@@ -100,6 +104,7 @@ class ServerOps(Database):
             if server.deleted_at is not None:
                 raise InvalidState(f"server {server_id!r} was deleted; record it again to redeploy")
             server.status = server_status.value
+            server.message = message
         return server
 
     def mark_server_deleted(self, server_id: str) -> Server:

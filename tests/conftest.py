@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from preannotate.cluster.license import License
 from preannotate.configs.project import ProjectConfig
 from preannotate.configs.rules import RuleLibrary
 from preannotate.hub.catalog import Hub
@@ -101,6 +102,7 @@ class RayCluster:
     hub_root: Path
     database_url: str
     admin_token: str
+    license: License
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +112,6 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     from ray.cluster_utils import Cluster
 
     from preannotate.client.launch import free_port, start_control_plane
-    from preannotate.cluster.license import License
     from preannotate.cluster.ray_cluster import NAMESPACE
 
     home = tmp_path_factory.mktemp("cluster-home")
@@ -146,7 +147,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     )
     database_url = f"sqlite:///{home / 'preannotate.sqlite'}"
     url, token = start_control_plane("127.0.0.1", free_port(), database_url, str(hub_root), license)
-    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url, token)
+    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url, token, license)
     serve.shutdown()
     ray.shutdown()
     cluster.shutdown()

@@ -10,11 +10,19 @@ import httpx
 import pytest
 import ray
 
+from preannotate.annotators.training import (
+    TrainedModel,
+    TrainingData,
+    check_base,
+    train,
+    training_data,
+)
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.project import load_project_config
+from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub
-from preannotate.hub.training import TrainingSpec, check_base, next_version, train, training_data
+from preannotate.hub.versions import next_version
 from tests.conftest import EXAMPLES, labels_xml
 from tests.test_jobs import make_project, run_job, wait_job
 
@@ -26,6 +34,17 @@ LABELING = parse_labeling_config(load_project_config(POSOLOGY / "project.json").
 def annotated(rows: list[dict]) -> list[tuple[int, dict, list]]:
     """Fresh copies, so a test may change them."""
     return [(r["id"], r["data"], copy.deepcopy(r["completions"][0]["result"])) for r in rows]
+
+
+def run_to_end(spec: TrainingSpec, data: TrainingData) -> tuple[list[float], TrainedModel]:
+    """Drive a training run from scratch: each epoch's loss, in order, and the model."""
+    run = train(spec, data, None)
+    losses: list[float] = []
+    while True:
+        try:
+            losses.append(next(run).loss)
+        except StopIteration as done:
+            return losses, done.value
 
 
 def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
@@ -51,8 +70,7 @@ def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
 def test_ner_training_learns_and_beats_the_untrained_baseline() -> None:
     spec = TrainingSpec(kind="ner", model_name="m", epochs=8)
     data = training_data(spec, LABELING, annotated(ANNOTATED[:200]))
-    losses: list[float] = []
-    trained = train(spec, data, None, lambda epoch, loss: losses.append(loss))
+    losses, trained = run_to_end(spec, data)
     assert len(losses) == 8 and losses[-1] < losses[0]
     assert trained.metrics["baseline_f1"] == 0.0 and trained.metrics["f1"] > 0.7
     assert set(trained.metrics["per_label"]) >= {"DRUG", "DOSAGE"}
@@ -80,7 +98,7 @@ def test_classification_training_and_base_model_rules(hub: Hub) -> None:
     ]
     spec = TrainingSpec(kind="classification", model_name="topics", epochs=5)
     data = training_data(spec, parse_labeling_config(xml), rows)
-    trained = train(spec, data, None, lambda *_: None)
+    _, trained = run_to_end(spec, data)
     assert trained.nlp.pipe_names == ["textcat"] and 0 <= trained.metrics["f1"] <= 1
     with pytest.raises(ConfigError, match="only spaCy NER models can be a base"):
         check_base(spec.model_copy(update={"base_model": "ner_general_en_sm"}), hub)
@@ -116,7 +134,9 @@ def test_training_runs_next_to_bulk_work_and_the_model_is_deployed(api: httpx.Cl
         trained["started_at"] < bulk["finished_at"] and bulk["started_at"] < trained["finished_at"]
     )
     assert trained["done"] == 8 and trained["details"]["model"] == f"{name}_v1"
-    assert trained["details"]["log"][0].startswith("epoch 1/8: loss")
+    log = trained["details"]["log"]
+    assert [line.split(": loss")[0] for line in log[:8]] == [f"epoch {i}/8" for i in range(1, 9)]
+    assert log[7] == f"epoch 8/8: loss {trained['details']['loss']:.4f}"
 
     versions = api.get(f"/models/{name}").json()["versions"]
     assert [v["name"] for v in versions] == [f"{name}_v1"]
@@ -179,6 +199,26 @@ def test_cancelling_training_frees_resources_and_registers_nothing(api: httpx.Cl
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert api.get(f"/models/{name}").status_code == 404
+
+
+def test_a_run_failing_in_the_trainer_ends_the_job_as_failed_with_why(
+    api: httpx.Client, ray_cluster, tmp_path
+) -> None:
+    """The base model passes the checks before work (its manifest fits) but has no weights,
+    so the trainer actor fails to load it: the job fails with that error, nothing is kept."""
+    base = tmp_path / f"hollow_{uuid.uuid4().hex[:6]}"
+    (base / "model").mkdir(parents=True)
+    manifest = {"name": base.name, "version": "1", "kind": "ner", "labels": ["DRUG"]}
+    manifest |= {"embeddings": "e", "runtime": "spacy", "path": "model"}
+    (base / "manifest.json").write_text(json.dumps(manifest))
+    Hub(ray_cluster.hub_root).add(base)
+    project = import_annotated(api, ANNOTATED[:20])
+    name = f"failed_{uuid.uuid4().hex[:6]}"
+    started = train_job(api, project, model_name=name, base_model=base.name, epochs=2)
+    assert started.status_code == 202, started.text
+    failed = wait_job(api, started.json()["id"])
+    assert failed["state"] == "failed" and "[E053] Could not read" in failed["reason"], failed
+    assert failed["done"] == 0 and api.get(f"/models/{name}").status_code == 404
 
 
 def test_bad_training_requests(api: httpx.Client, ray_cluster) -> None:

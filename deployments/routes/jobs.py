@@ -3,11 +3,12 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import ray
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
+from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
-from preannotate.hub.training import TrainingSpec
 from preannotate.store import JobState
 from preannotate.store.models import Job
 
@@ -39,30 +40,32 @@ def job_json(job: Job) -> dict[str, Any]:
 
 
 @router.post("/projects/{project_id}/preannotate", status_code=202)
-async def preannotate(
+def preannotate(
     ctx: Ctx, user: CurrentUser, project_id: int, request: PreannotateRequest
 ) -> dict[str, Any]:
     """Pre-annotate the selected tasks (or all) as a job; a server with the project's
     configuration is used, or deployed when `deploy_if_missing`."""
     require_role(ctx, user, project_id, MANAGE)
-    job_id = await ctx.scheduler.submit_preannotate.remote(
-        project_id, request.task_ids, request.server_id, request.deploy_if_missing
+    job_id = ray.get(
+        ctx.scheduler.submit_preannotate.remote(
+            project_id, request.task_ids, request.server_id, request.deploy_if_missing
+        )
     )
     return job_json(ctx.store.get_job(job_id))
 
 
 @router.post("/projects/{project_id}/train", status_code=202)
-async def train(ctx: Ctx, user: CurrentUser, project_id: int, spec: TrainingSpec) -> dict[str, Any]:
+def train(ctx: Ctx, user: CurrentUser, project_id: int, spec: TrainingSpec) -> dict[str, Any]:
     """Train a model on the project's completions as a job next to pre-annotation; the
     result is registered in the Models Hub as `<model_name>_v<n>`. Checked before any work:
     too few completions or labels the configuration lacks give 422."""
     require_role(ctx, user, project_id, MANAGE)
-    job_id = await ctx.scheduler.submit_training.remote(project_id, spec.model_dump())
+    job_id = ray.get(ctx.scheduler.submit_training.remote(project_id, spec.model_dump()))
     return job_json(ctx.store.get_job(job_id))
 
 
 @router.get("/jobs")
-async def list_jobs(
+def list_jobs(
     ctx: Ctx,
     user: CurrentUser,
     project_id: Annotated[int | None, Query()] = None,
@@ -75,16 +78,16 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+def get_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
     job = ctx.store.get_job(job_id)
     require_role(ctx, user, job.project_id, READ)
     return job_json(job)
 
 
 @router.delete("/jobs/{job_id}")
-async def cancel_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+def cancel_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
     """Cancel a job promptly; the predictions it already wrote stay."""
     job = ctx.store.get_job(job_id)
     require_role(ctx, user, job.project_id, MANAGE)
-    await ctx.scheduler.cancel_job.remote(job_id, f"cancelled by {user.name}")
+    ray.get(ctx.scheduler.cancel_job.remote(job_id, f"cancelled by {user.name}"))
     return job_json(ctx.store.get_job(job_id))

@@ -1,4 +1,4 @@
-"""Trainers: learn a spaCy model from a project's completions, never its predictions.
+"""Training a spaCy model from a project's completions, never its predictions; no Ray here.
 
 Everything a run needs is checked before any work (enough completions, labels the
 configuration offers, a base model that fits); then part of the data is held out, the
@@ -7,42 +7,16 @@ next to the same measure for the untrained baseline (the base model, or nothing)
 """
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import LabelingConfig
-from preannotate.configs.rules import NAME_PATTERN
+from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
-from preannotate.hub.manifest import ModelManifest, ModelResources
 
 MIN_COMPLETIONS = 10
-WEIGHTS = "model"
-
-
-class TrainingResources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    memory_mb: int = Field(1000, ge=0)
-
-
-class TrainingSpec(BaseModel):
-    """What `POST /projects/{id}/train` asks for."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["ner", "classification"]
-    model_name: str = Field(pattern=NAME_PATTERN, description="versions become <name>_v1, _v2…")
-    base_model: str | None = Field(None, description="a hub NER model to start from")
-    epochs: int = Field(10, ge=1, le=200)
-    holdout: float = Field(0.2, gt=0, lt=0.9, description="share of completions held out")
-    seed: int = 0
-    resources: TrainingResources = TrainingResources()
 
 
 @dataclass
@@ -61,6 +35,16 @@ class TrainingData:
         random.Random(seed).shuffle(order)
         cut = max(1, int(len(order) * holdout))
         return order[cut:], order[:cut]
+
+    def model_labels(self, base: HubModel | None) -> list[str]:
+        """What the trained model predicts: the labels its gold spans teach, plus what the
+        base model already knew; for classification (or no spans at all), the labels offered."""
+        learned = (
+            {label for spans in self.gold for *_, label in spans} if self.kind == "ner" else set()
+        )
+        if base:
+            return sorted(learned | set(base.manifest.labels))
+        return sorted(learned) or self.labels
 
 
 def _ner_data(
@@ -150,6 +134,8 @@ def training_data(
 
 
 def check_base(spec: TrainingSpec, hub: Hub) -> HubModel | None:
+    """The base model to start from, refused before any work unless training can resume it
+    (only a spaCy NER pipeline can)."""
     if spec.base_model is None:
         return None
     base = hub.get(spec.base_model)
@@ -163,8 +149,19 @@ def check_base(spec: TrainingSpec, hub: Hub) -> HubModel | None:
     return base
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """One finished epoch: its number (from 1) and the training loss summed over it."""
+
+    epoch: int
+    loss: float
+
+
 @dataclass
 class TrainedModel:
+    """A run's result: the spaCy pipeline, its held-out metrics and the split sizes that
+    the version's provenance records."""
+
     nlp: Any
     metrics: dict[str, Any]
     train_size: int
@@ -223,12 +220,11 @@ def _blank_or_base(spec: TrainingSpec, data: TrainingData, base: HubModel | None
 
 
 def train(
-    spec: TrainingSpec,
-    data: TrainingData,
-    base: HubModel | None,
-    on_epoch: Callable[[int, float], None],
-) -> TrainedModel:
-    """Train on the non-held-out part, reporting each epoch's loss; measure on the rest."""
+    spec: TrainingSpec, data: TrainingData, base: HubModel | None
+) -> Generator[Epoch, None, TrainedModel]:
+    """Train on the non-held-out part and measure on the rest. Each epoch is yielded as it
+    ends and the model is returned, so a caller streams progress (`yield from`) instead of
+    being called back."""
     from spacy.util import minibatch
 
     nlp = _blank_or_base(spec, data, base)
@@ -254,46 +250,6 @@ def train(
         losses: dict[str, float] = {}
         for batch in minibatch(train_examples, size=16):
             nlp.update(batch, drop=0.2, sgd=optimizer, losses=losses)
-        on_epoch(epoch, float(losses.get(pipe_name, 0.0)))
+        yield Epoch(epoch, float(losses.get(pipe_name, 0.0)))
     metrics = _scores(nlp, eval_examples, data.kind) | {"baseline_f1": baseline}
     return TrainedModel(nlp, metrics, len(train_rows), len(eval_rows))
-
-
-def next_version(hub: Hub, model_name: str) -> tuple[str, int]:
-    """`<name>_v<n>` with n one above the highest version in the hub."""
-    prefix = f"{model_name}_v"
-    taken = [
-        int(n[len(prefix) :])
-        for n in hub.names()
-        if n.startswith(prefix) and n[len(prefix) :].isdigit()
-    ]
-    number = max(taken, default=0) + 1
-    return f"{prefix}{number}", number
-
-
-def manifest_for(
-    name: str,
-    number: int,
-    spec: TrainingSpec,
-    data: TrainingData,
-    metrics: dict[str, Any],
-    base: HubModel | None,
-    provenance: dict[str, Any],
-) -> ModelManifest:
-    """The manifest of a trained version: what it predicts, how well, from what data."""
-    learned = {label for spans in data.gold for *_, label in spans} if data.kind == "ner" else set()
-    labels = sorted(learned | set(base.manifest.labels)) if base else sorted(learned) or data.labels
-    return ModelManifest(
-        name=name,
-        version=str(number),
-        kind=spec.kind,
-        labels=labels,
-        embeddings=base.manifest.embeddings if base else f"spacy_blank_en:{spec.model_name}",
-        runtime="spacy",
-        license_scope=base.manifest.license_scope if base else "open",
-        resources=ModelResources(cpus=0.5, gpus=0, memory_mb=300),
-        path=WEIGHTS,
-        description=f"{spec.kind} model trained from the completions of a project",
-        metrics=metrics,
-        training=provenance | {"epochs": spec.epochs, "base_model": spec.base_model},
-    )

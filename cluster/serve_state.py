@@ -1,0 +1,76 @@
+"""What Ray Serve runs now, read from Serve's controller: applications and their replicas.
+
+The scheduler learns where replicas run and what state they are in by pulling this
+snapshot, the way Serve's own controller observes its replicas, instead of replicas calling
+the scheduler back: a replica that died, was replaced or scaled to zero simply no longer
+appears, so nothing counts resources that nobody holds (docs/architecture.md, "State is
+pulled").
+"""
+
+from dataclasses import dataclass, field
+
+from ray.serve._private.common import ReplicaState
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
+
+HOLDING = {
+    state.value
+    for state in (
+        ReplicaState.STARTING,
+        ReplicaState.UPDATING,
+        ReplicaState.RECOVERING,
+        ReplicaState.RUNNING,
+        ReplicaState.STOPPING,
+        ReplicaState.PENDING_MIGRATION,
+    )
+}
+"""Replica states whose actor, once placed on a node, holds its resources there."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    replica_id: str
+    node_id: str | None
+    """None while Ray has not placed the replica's actor (it holds nothing yet)."""
+    state: str
+
+
+@dataclass(frozen=True)
+class AppState:
+    status: ApplicationStatus
+    message: str
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def placed(self) -> list[Replica]:
+        """The replicas that hold resources on a node now."""
+        return [r for r in self.replicas if r.node_id and r.state in HOLDING]
+
+
+@dataclass(frozen=True)
+class ServeSnapshot:
+    apps: dict[str, AppState] = field(default_factory=dict)
+
+    def app(self, name: str) -> AppState | None:
+        return self.apps.get(name)
+
+
+def serve_snapshot() -> ServeSnapshot:
+    """One consistent read of every application and replica (one call to Serve's
+    controller, the same one `serve.status()` makes); empty when Serve is not running."""
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return ServeSnapshot()
+    details = ServeInstanceDetails(**client.get_serve_details())
+    apps = {}
+    for name, app in details.applications.items():
+        messages = [app.message] + [d.message for d in app.deployments.values() if d.message]
+        replicas = [
+            Replica(replica_id=r.replica_id, node_id=r.node_id, state=r.state.value)
+            for deployment in app.deployments.values()
+            for r in deployment.replicas
+        ]
+        apps[name] = AppState(
+            status=app.status, message=" ".join(m for m in messages if m), replicas=replicas
+        )
+    return ServeSnapshot(apps)

@@ -1,0 +1,49 @@
+"""Versions of trained models: each run adds `<name>_v<n>` next to the older versions, which
+stay usable, with a manifest that says what it predicts, how well and from what data."""
+
+from typing import Any
+
+from preannotate.configs.training import TrainingSpec
+from preannotate.hub.catalog import Hub, HubModel
+from preannotate.hub.manifest import ModelManifest, ModelResources
+
+WEIGHTS = "model"
+"""The weights folder inside a trained version's model folder."""
+
+
+def next_version(hub: Hub, model_name: str) -> tuple[str, int]:
+    """`<name>_v<n>` with n one above the highest version in the hub."""
+    prefix = f"{model_name}_v"
+    taken = [
+        int(n[len(prefix) :])
+        for n in hub.names()
+        if n.startswith(prefix) and n[len(prefix) :].isdigit()
+    ]
+    number = max(taken, default=0) + 1
+    return f"{prefix}{number}", number
+
+
+def manifest_for(
+    name: str,
+    number: int,
+    spec: TrainingSpec,
+    labels: list[str],
+    metrics: dict[str, Any],
+    base: HubModel | None,
+    provenance: dict[str, Any],
+) -> ModelManifest:
+    """The manifest of a trained version: what it predicts, how well, from what data."""
+    return ModelManifest(
+        name=name,
+        version=str(number),
+        kind=spec.kind,
+        labels=labels,
+        embeddings=base.manifest.embeddings if base else f"spacy_blank_en:{spec.model_name}",
+        runtime="spacy",
+        license_scope=base.manifest.license_scope if base else "open",
+        resources=ModelResources(cpus=0.5, gpus=0, memory_mb=300),
+        path=WEIGHTS,
+        description=f"{spec.kind} model trained from the completions of a project",
+        metrics=metrics,
+        training=provenance | {"epochs": spec.epochs, "base_model": spec.base_model},
+    )

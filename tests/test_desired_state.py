@@ -1,0 +1,101 @@
+"""What the scheduler knows about servers is pulled from Serve and the store: replicas that
+die, are replaced or scale up change the next capacity answer, and a control plane started
+again on the same store brings its servers back and finishes their jobs."""
+
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import ray
+from ray import serve
+
+from preannotate.client.launch import start_control_plane, stop_control_plane
+from tests.conftest import RayCluster
+from tests.test_jobs import (
+    _replica_actor,
+    make_project,
+    prediction_counts,
+    run_job,
+    wait_job,
+    wait_progress,
+)
+from tests.test_serving import deploy, new_project, predict, wait_ready
+
+
+def _options(api: httpx.Client, project: int) -> dict:
+    response = api.get(f"/projects/{project}/preannotate/options")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _replica_names(server_id: str) -> set[str]:
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return {a["name"] for a in names if a["name"].startswith(f"SERVE_REPLICA::{server_id}#")}
+
+
+def _wait_running(api: httpx.Client, server_id: str, replicas: int, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = api.get(f"/servers/{server_id}").json()
+        if server["status"] == "ready" and server["replicas"]["running"] == replicas:
+            return server
+        time.sleep(0.3)
+    raise AssertionError(f"{server_id} has not {replicas} running replicas: {server}")
+
+
+def test_scaled_and_killed_replicas_change_the_next_capacity_answer(
+    api: httpx.Client, ray_cluster: RayCluster
+) -> None:
+    scaling = {"min_replicas": 0, "max_replicas": 1}
+    licensed = {"num_cpus": 0.5, "autoscaling": scaling}
+    idle = new_project(api, "PERSON", model="ner_licensed_demo", resources=licensed)
+    other = new_project(api, "ORG", model="ner_licensed_demo")
+    server = wait_ready(api, deploy(api, idle).json()["id"])
+    assert server["replicas"]["running"] == 0
+    assert _options(api, other)["can_deploy"] is True  # a scaled-to-zero server holds no token
+
+    assert predict(api, server["id"]).status_code == 200  # scales it up to one replica
+    scaled = _wait_running(api, server["id"], 1)
+    assert scaled["nodes"] == [ray_cluster.license_node]
+    refused = _options(api, other)
+    assert refused["can_deploy"] is False
+    assert refused["delete_candidates"] == [server["id"]]
+
+    before = _replica_names(server["id"])
+    ray.kill(_replica_actor(server["id"]), no_restart=True)
+    deadline = time.monotonic() + 90
+    while _replica_names(server["id"]) in (before, set()):  # until Serve has replaced it
+        assert time.monotonic() < deadline, "the killed replica was not replaced"
+        time.sleep(0.3)
+    replaced = _wait_running(api, server["id"], 1)
+    assert predict(api, server["id"]).status_code == 200
+    assert replaced["nodes"] == [ray_cluster.license_node]
+    assert _options(api, other)["delete_candidates"] == [server["id"]]
+
+    api.delete(f"/servers/{server['id']}")
+    assert _options(api, other)["can_deploy"] is True
+
+
+def test_a_restarted_control_plane_restores_servers_and_finishes_their_jobs(
+    api: httpx.Client, ray_cluster: RayCluster
+) -> None:
+    project = make_project(api, 1200)
+    job = run_job(api, project)
+    wait_progress(api, job["id"], 128)
+
+    stop_control_plane()  # what `preannotate down` does before it stops Ray
+    assert serve.status().applications == {}
+    address = urlsplit(ray_cluster.url)
+    start_control_plane(
+        address.hostname,
+        address.port,
+        ray_cluster.database_url,
+        str(ray_cluster.hub_root),
+        ray_cluster.license,
+    )
+
+    restored = wait_ready(api, job["server_id"], timeout=180)
+    assert restored["id"] == job["server_id"]
+    final = wait_job(api, job["id"])
+    assert (final["state"], final["done"], final["failed"]) == ("succeeded", 1200, 0)
+    assert prediction_counts(api, project) == [1] * 1200
