@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -96,6 +96,21 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
+def _add_new_columns(connection: Connection) -> None:
+    """Add the columns a newer version of the tables has to a database an older version
+    created, so `preannotate up` on an existing data directory keeps its data. New columns
+    are nullable; readers treat NULL as the column's empty value."""
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(connection.dialect)
+                connection.execute(
+                    text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                )
+
+
 class Database:
     """Owns the engine and hands out read and write sessions to the operation mixins.
 
@@ -114,6 +129,7 @@ class Database:
                 lock = text("SELECT pg_advisory_xact_lock(:key)")
                 connection.execute(lock, {"key": _SCHEMA_LOCK})
             Base.metadata.create_all(connection)
+            _add_new_columns(connection)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
 

@@ -203,6 +203,26 @@ def test_stores_starting_together_create_the_schema_once(postgres_database: str)
         store.close()
 
 
+def test_a_database_from_an_older_version_gains_the_new_columns(store_url: str) -> None:
+    """`preannotate up` on an existing data directory: servers recorded before a column
+    existed stay readable, with the column empty."""
+    store = Store(store_url)
+    project = store.create_project("p")
+    store.record_server(config={}, config_hash="h", project_ids=[project.id])
+    with store.engine.begin() as connection:
+        for column in ("snapshot", "message"):
+            connection.execute(text(f"ALTER TABLE servers DROP COLUMN {column}"))
+    store.close()
+    reopened = Store(store_url)
+    try:
+        server = reopened.get_server("server-1")
+        assert (server.snapshot, server.message, server.project_ids) == (None, None, [project.id])
+        failed = reopened.set_server_status("server-1", "failed", "not restored: no license")
+        assert failed.message == "not restored: no license"
+    finally:
+        reopened.close()
+
+
 def test_config_versions(store: Store) -> None:
     project = store.create_project("notes")
     assert store.current_config(project.id) is None
