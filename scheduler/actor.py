@@ -17,7 +17,6 @@ from ray import serve
 from ray.actor import ActorHandle
 
 from preannotate.annotators.training import check_base, training_data
-from preannotate.cluster.capacity import ResourceRequest
 from preannotate.cluster.license import License
 from preannotate.cluster.ray_cluster import NAMESPACE
 from preannotate.configs.errors import ConfigError, validation_problems
@@ -26,7 +25,7 @@ from preannotate.hub.catalog import Hub
 from preannotate.scheduler.bulk import BulkJob
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
-from preannotate.scheduler.training import TrainingJob
+from preannotate.scheduler.training import TrainingJob, training_request
 from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 
 SCHEDULER_NAME = "preannotate-scheduler"
@@ -92,14 +91,7 @@ class Scheduler:
             ]
             data = training_data(spec, config.labeling, annotated)
             base = check_base(spec, self.servers.hub)
-            res = spec.resources
-            fit = self.servers.fit(
-                ResourceRequest(
-                    num_cpus=res.num_cpus,
-                    num_gpus=res.num_gpus,
-                    memory_bytes=res.memory_mb * 2**20,
-                )
-            )
+            fit = self.servers.fit(training_request(spec))
             if not fit.fits:
                 raise DeployRefused(fit.explain("train"), fit.delete_candidates)
             job = self.store.create_job(

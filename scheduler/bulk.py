@@ -10,7 +10,8 @@ skips tasks that already have its prediction: nothing is lost or written twice.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from preannotate.scheduler.errors import ServerGone
@@ -27,6 +28,14 @@ TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
 """How long a batch is resent while its server has no live replica (e.g. one was killed)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    todo: list[TaskDocument]
+    """The page's tasks that still need this job's prediction."""
+    last: int
+    """The page's last task id, where the next page starts; 0 after the last page."""
 
 
 class BulkJob:
@@ -46,29 +55,37 @@ class BulkJob:
         self.batch_size = batch_size
         self.slots = asyncio.Semaphore(in_flight)
         self.pending: set[asyncio.Task[None]] = set()
-        self.config_hash = ""
         self.cancel_reason = "cancelled"
 
-    def _pages(self, job: Job) -> Iterator[list[TaskDocument]]:
-        """The job's `(id, data)` rows a page at a time: the selected ids, or the project's."""
+    async def _pages(self, job: Job) -> AsyncIterator[list[TaskDocument]]:
+        """The job's `(id, data)` rows not predicted by this job yet, a page at a time (the
+        selected ids, or the project's), each read in a thread off the scheduler's loop."""
         selected = job.params.get("task_ids")
         if selected:
             for chunk in chunks(sorted(selected), PAGE_SIZE):
-                yield self.store.task_documents(job.project_id, limit=len(chunk), among=chunk)
+                page = await asyncio.to_thread(self._page, job.project_id, 0, len(chunk), chunk)
+                yield page.todo
             return
         after = 0
-        while page := self.store.task_documents(job.project_id, after, PAGE_SIZE):
-            yield page
-            after = page[-1].id
+        while (page := await asyncio.to_thread(self._page, job.project_id, after, PAGE_SIZE)).last:
+            yield page.todo
+            after = page.last
+
+    def _page(
+        self, project_id: int, after: int, limit: int, among: list[int] | None = None
+    ) -> Page:
+        tasks = self.store.task_documents(project_id, after, limit, among)
+        written = self.store.task_ids_with_job_prediction(self.job_id, [t.id for t in tasks])
+        return Page(
+            todo=[t for t in tasks if t.id not in written], last=tasks[-1].id if tasks else 0
+        )
 
     async def run(self) -> None:
-        job = self.store.get_job(self.job_id)
+        job = await asyncio.to_thread(self.store.get_job, self.job_id)
         if job.state != JobState.RUNNING:
-            self.store.set_job_state(self.job_id, JobState.RUNNING)
+            await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
         try:
-            for page in self._pages(job):
-                written = self.store.task_ids_with_job_prediction(self.job_id, [t.id for t in page])
-                todo = [t for t in page if t.id not in written]
+            async for todo in self._pages(job):
                 for batch in chunks(todo, self.batch_size):
                     await self.slots.acquire()
                     task = asyncio.create_task(self._batch(batch))
@@ -84,7 +101,7 @@ class BulkJob:
         except Exception as exc:
             await self._stop(JobState.FAILED, f"{type(exc).__name__}: {exc}")
             return
-        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.SUCCEEDED)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.pending.discard(task)
@@ -94,7 +111,7 @@ class BulkJob:
         for task in list(self.pending):
             task.cancel()
         await asyncio.gather(*self.pending, return_exceptions=True)
-        self.store.set_job_state(self.job_id, state, reason)
+        await asyncio.to_thread(self.store.set_job_state, self.job_id, state, reason)
 
     async def _call(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send a batch; while the server has no live replica, wait and resend."""

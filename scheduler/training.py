@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from preannotate.annotators.training import Epoch, TrainedModel, TrainingData, train
+from preannotate.cluster.capacity import ResourceRequest
 from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.manifest import MANIFEST_FILE
@@ -56,6 +57,13 @@ class Trainer:
         """Stream each epoch as it ends, then the trained model."""
         trained = yield from train(spec, data, base)
         yield TrainedArchive.of(trained)
+
+
+def training_request(spec: TrainingSpec) -> ResourceRequest:
+    """What a training run reserves: checked against the cluster before the job starts,
+    then asked of Ray for the trainer actor."""
+    res = spec.resources
+    return ResourceRequest.of(num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory_mb=res.memory_mb)
 
 
 class TrainingJob:
@@ -100,10 +108,7 @@ class TrainingJob:
     async def _train(self) -> TrainedArchive:
         """Run the trainer actor, recording each epoch as it streams in. The actor is killed
         however this ends, so a cancel gives its resources back at once."""
-        res = self.spec.resources
-        trainer = Trainer.options(
-            num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory=res.memory_mb * 2**20 or None
-        ).remote()
+        trainer = Trainer.options(**training_request(self.spec).actor_options()).remote()
         try:
             async for ref in trainer.run.remote(self.spec, self.data, self.base):
                 event = await ref
