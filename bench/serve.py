@@ -1,12 +1,15 @@
 """HTTP latency and throughput of a pre-annotation server vs the pipeline in one process.
 
-Run: `.venv/bin/python bench/serve.py [--docs 2000] [--clients 8] [--replicas 1]`.
-Starts a local Ray with the API, deploys the news example, then measures in one run:
-single-document latency over HTTP (p50/p99) next to `Pipeline.annotate([doc])` in this
-process, and documents/s with concurrent HTTP clients next to the pipeline in batches.
+Run: `.venv/bin/python bench/serve.py [--docs 2000] [--clients 8] [--replicas 1]
+[--import-tasks 100000]`. Starts a local Ray with the API, deploys the news example, then
+measures in one run: single-document latency over HTTP (p50/p99) next to
+`Pipeline.annotate([doc])` in this process, the same latency while a large task import
+runs on the API (the interactive lane must not wait for the import's transaction), and
+documents/s with concurrent HTTP clients next to the pipeline in batches.
 """
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -24,18 +27,60 @@ import httpx  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
-from bench.workload import EXAMPLES, example_tasks, in_process_rate, local_api  # noqa: E402
+from bench.workload import (  # noqa: E402
+    EXAMPLES,
+    example_tasks,
+    import_body,
+    in_process_rate,
+    local_api,
+)
 from preannotate.annotators.pipeline import Pipeline  # noqa: E402
 from preannotate.client.api import Client  # noqa: E402
 from preannotate.configs.project import load_project_config  # noqa: E402
 from preannotate.hub.validation import validate_config  # noqa: E402
 
 
-def percentiles(samples: list[float]) -> str:
+def percentile(samples: list[float], fraction: float) -> float:
+    """The sample that `fraction` of the samples do not exceed (nearest rank)."""
     ordered = sorted(samples)
-    p50 = statistics.median(ordered) * 1000
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def percentiles(samples: list[float]) -> str:
+    p50, p99 = statistics.median(samples) * 1000, percentile(samples, 0.99) * 1000
     return f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+
+
+def single_task_latency(http: httpx.Client, path: str, task: dict) -> float:
+    start = time.perf_counter()
+    http.post(path, json={"tasks": [task]}).raise_for_status()
+    return time.perf_counter() - start
+
+
+def latency_during_import(
+    http: httpx.Client, path: str, tasks: list[dict], project_id: int, body: bytes
+) -> tuple[list[float], float]:
+    """Single-task latencies, back to back, for as long as an import of `body` into the
+    project takes; returns them and the import's seconds. The import has a client of its
+    own, as the predictions' client is not shared between threads."""
+
+    def run_import() -> float:
+        start = time.perf_counter()
+        with httpx.Client(base_url=http.base_url, headers=http.headers, timeout=1800) as own:
+            own.post(
+                f"/projects/{project_id}/tasks",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson"},
+            ).raise_for_status()
+        return time.perf_counter() - start
+
+    samples: list[float] = []
+    with ThreadPoolExecutor(1) as pool:
+        imported = pool.submit(run_import)
+        for task in itertools.cycle(tasks):
+            samples.append(single_task_latency(http, path, task))
+            if imported.done():
+                return samples, imported.result()
 
 
 def main() -> None:
@@ -45,6 +90,7 @@ def main() -> None:
     parser.add_argument("--per-request", type=int, default=1)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--import-tasks", type=int, default=100_000)
     args = parser.parse_args()
 
     project = load_project_config(EXAMPLES / "news" / "project.json")
@@ -70,14 +116,12 @@ def main() -> None:
         client.wait_until_ready(server)
 
     path = f"/servers/{server}/predict"
+    body = import_body("news", args.import_tasks)
     with httpx.Client(base_url=url, timeout=60, headers=auth) as http:
         for task in tasks[:20]:
-            http.post(path, json={"tasks": [task]}).raise_for_status()
-        http_latency = []
-        for task in tasks[: args.latency_samples]:
-            start = time.perf_counter()
-            http.post(path, json={"tasks": [task]}).raise_for_status()
-            http_latency.append(time.perf_counter() - start)
+            single_task_latency(http, path, task)
+        http_latency = [single_task_latency(http, path, t) for t in tasks[: args.latency_samples]]
+        import_latency, import_s = latency_during_import(http, path, tasks, created["id"], body)
 
     chunks = [tasks[i : i + args.per_request] for i in range(0, len(tasks), args.per_request)]
 
@@ -98,6 +142,13 @@ def main() -> None:
     print(f"documents: {len(tasks)}, news example, {args.replicas} replica(s) on 2 CPUs")
     print(f"single-document latency, pipeline in process: {percentiles(direct_latency)}")
     print(f"single-document latency, HTTP -> server:      {percentiles(http_latency)}")
+    print(
+        f"single-document latency, HTTP during import:  {percentiles(import_latency)}"
+        f"  ({len(import_latency)} calls while {args.import_tasks} tasks imported in "
+        f"{import_s:.1f} s, {args.import_tasks / import_s:.0f} tasks/s)"
+    )
+    slowdown = percentile(import_latency, 0.99) / percentile(http_latency, 0.99)
+    print(f"ratio HTTP p99 during import / idle: {slowdown:.2f}")
     print(f"throughput, pipeline in process (batches of 64):       {direct_rate:7.1f} docs/s")
     print(
         f"throughput, HTTP, {args.clients} clients x {args.per_request} doc(s)/request: "

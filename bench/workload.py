@@ -32,6 +32,13 @@ def example_tasks(project: str = "news", count: int = 10_000) -> list[dict]:
     return [{"id": i, "data": {"text": t}} for i, t in enumerate(example_texts(project, count))]
 
 
+def import_body(project: str = "news", count: int = 100_000) -> bytes:
+    """`count` tasks as the JSONL body of `POST /projects/{id}/tasks` (what `preannotate
+    tasks import FILE.jsonl` uploads)."""
+    lines = (json.dumps({"data": {"text": text}}) + "\n" for text in example_texts(project, count))
+    return "".join(lines).encode()
+
+
 def in_process_rate(pipeline: "Pipeline", tasks: list[dict], batch_size: int = 64) -> float:
     """Tasks/s of the annotators pipeline called directly, in batches: the baseline."""
     pipeline.annotate(tasks[:batch_size])

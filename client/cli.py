@@ -1,4 +1,5 @@
-"""The `preannotate` command line.
+"""The `preannotate` command line: the offline commands, the demo, `up` and `down`; the
+commands that talk to a running cluster's API come from `remote.py`.
 
 Every command that fails on bad input prints one `error:` line per problem to stderr and
 exits with status 2; nothing it was given is changed.
@@ -6,23 +7,23 @@ exits with status 2; nothing it was given is changed.
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, suppress
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from preannotate.configs.errors import ConfigError
+from preannotate.client import remote
+from preannotate.client.console import USER_ERROR, err, error, out, user_errors
 from preannotate.configs.project import load_project_config
 from preannotate.configs.rules import RuleLibrary, read_rule_file
-from preannotate.hub.catalog import Hub, HubError
+from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
-from preannotate.store.errors import StoreError
 from preannotate.store.tasks_io import read_task_records
 
 app = typer.Typer(help="Pre-annotation serving cluster on Ray.", no_args_is_help=True)
@@ -34,24 +35,9 @@ rules_app = typer.Typer(help="The shared rule library.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(hub_app, name="hub")
 app.add_typer(rules_app, name="rules")
+app.add_typer(remote.commands)
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into `error:` lines and exit status 2."""
-    try:
-        yield
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error:[/red] {problem}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
-    except (HubError, StoreError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def load_validated(path: Path) -> ValidatedConfig:
@@ -212,23 +198,15 @@ def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
 def _demo_over_http(
     url: str, token: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]
 ) -> None:
-    from preannotate.client.api import ApiError, Client
+    from preannotate.client.api import Client
 
-    with Client(url, token) as client:
-        known = {p["name"]: p["id"] for p in client.projects()}
+    with Client(url, token) as client, remote.api_errors(url):
         for config, tasks in examples:
-            body = config.project.model_dump()
-            if config.project.name in known:
-                project = client.set_config(known[config.project.name], body)
-            else:
-                project = client.create_project(body)
+            project = client.create_project(config.project.model_dump())
             with err.status(f"deploying {config.project.name}"):
                 server = client.deploy(project["id"])
                 client.wait_until_ready(server["id"])
-            try:
-                predictions = client.predict(server["id"], tasks)
-            except ApiError as exc:
-                raise HubError(f"pre-annotating {config.project.name} failed: {exc}") from None
+            predictions = client.predict(server["id"], tasks)
             out.rule(
                 f"{config.project.name}: {server['id']} (configuration {config.hash}) at {url}"
             )
@@ -240,13 +218,22 @@ def demo(
     offline: Annotated[
         bool, typer.Option(help="run the pipeline in this process, no cluster")
     ] = False,
-    keep: Annotated[bool, typer.Option(help="leave the cluster running afterwards")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="keep the demo's API serving afterwards, until Ctrl-C")
+    ] = False,
 ) -> None:
-    """Start a local cluster, deploy the example projects as servers, and pre-annotate their
-    tasks over HTTP; with --offline, run the same pipeline in this process instead."""
+    """Pre-annotate the example projects on a throwaway cluster, over HTTP.
+
+    Starts Ray and the API in this process, deploys the example projects
+    (configs/examples/) as servers and pre-annotates their tasks over HTTP;
+    --offline runs the same pipeline in this process instead, without a cluster.
+
+    The demo keeps its store, hub and rules in a temporary data directory that is
+    removed when it ends: your own data directory, and any cluster that
+    `preannotate up` started, stay exactly as they were.
+    """
     from preannotate.annotators.pipeline import Pipeline
-    from preannotate.client.launch import free_port, launch, shutdown
-    from preannotate.cluster.ray_cluster import remembered
+    from preannotate.client.launch import throwaway_cluster
 
     with user_errors():
         examples = _examples()
@@ -256,18 +243,24 @@ def demo(
                 out.rule(f"{config.project.name}: configuration {config.hash}")
                 print_predictions(tasks, predictions)
             return
-        running = remembered()
-        if running is not None:
-            _demo_over_http(running["url"], running["token"], examples)
-            return
-        with err.status("starting a local Ray cluster and the API"):
-            url, token = launch(None, "127.0.0.1", free_port(), None, None)
-        try:
+        with ExitStack() as cluster:
+            with err.status("starting a throwaway Ray cluster and the API"):
+                url, token = cluster.enter_context(throwaway_cluster())
+            cluster.callback(err.print, "stopping the demo cluster and removing its data")
             _demo_over_http(url, token, examples)
-        finally:
-            if not keep:
-                with err.status("stopping the cluster"):
-                    shutdown()
+            if keep:
+                _serve_until_interrupted(url, token)
+
+
+def _serve_until_interrupted(url: str, token: str) -> None:
+    """`demo --keep`: leave the demo's API up for a look around, until Ctrl-C."""
+    out.print(f"the demo API is at {url} (docs at {url}/docs); in another shell try", markup=False)
+    out.print(
+        f"  PREANNOTATE_URL={url} PREANNOTATE_TOKEN={token} preannotate servers list", markup=False
+    )
+    out.print("Ctrl-C stops it and removes its data")
+    with suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 @app.command()
@@ -290,8 +283,8 @@ def up(
     try:
         loaded = load_license(license) if license else None
     except LicenseError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        error(str(exc))
+        raise typer.Exit(USER_ERROR) from None
     with err.status("starting Ray and the API"):
         url, token = launch(address, host, port, loaded, num_cpus)
     out.print(f"API at {url} (docs at {url}/docs); stop with `preannotate down`")
@@ -306,9 +299,6 @@ def down() -> None:
     with err.status("stopping"):
         stopped = shutdown()
     if not stopped:
-        err.print("[red]error:[/red] nothing to stop: `preannotate up` has not run here")
-        raise typer.Exit(2)
+        error("nothing to stop: `preannotate up` has not run here")
+        raise typer.Exit(USER_ERROR)
     out.print("stopped")
-
-
-import preannotate.client.remote  # noqa: E402, F401  (adds the commands that talk to the API)

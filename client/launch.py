@@ -1,7 +1,18 @@
-"""Start and stop what every installation runs once: Serve's HTTP proxy, the scheduler
-actor and the router application."""
+"""The composition root: the one place that puts a running installation together.
 
+It starts (or joins) Ray, then what every installation runs once on it: Serve's HTTP
+proxy, the scheduler actor and the router application, wired to one store and one Models
+Hub; and it takes them down again. It sits in `client` because it needs every layer below
+(cluster, store, hub, scheduler, router) and nothing below may import upward. `preannotate
+up`/`down`, the demo, tests and benchmarks start their clusters through it.
+"""
+
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 from ray import serve
@@ -22,6 +33,8 @@ from preannotate.store import NotFound, Store
 
 ROUTER_APP = "router"
 ADMIN = "admin"
+DATA_SETTINGS = ("PREANNOTATE_HOME", "PREANNOTATE_HUB_DIR", "PREANNOTATE_DATABASE_URL")
+"""The environment that chooses where an installation keeps its data (`configs/paths.py`)."""
 
 
 def free_port() -> int:
@@ -88,3 +101,42 @@ def shutdown() -> bool:
         stop_local_head()
     forget()
     return True
+
+
+@contextmanager
+def _data_dir(path: str) -> Iterator[None]:
+    """Point this process, and the Ray workers it starts, at `path` for all data (store,
+    hub, rules), whatever the user's settings; they are restored afterwards."""
+    saved = {name: os.environ.pop(name, None) for name in DATA_SETTINGS}
+    os.environ["PREANNOTATE_HOME"] = path
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[tuple[str, str]]:
+    """A whole installation that lives only as long as the block, for `preannotate demo`:
+    a Ray cluster owned by this process (not a `ray start` head, so it cannot collide with
+    one `up` started), the API on a free port, and a temporary data directory that is
+    removed afterwards. The user's store, hub and cluster are never touched.
+    Yields the API's URL and an admin token."""
+    if ray.is_initialized():
+        raise RuntimeError("a throwaway cluster needs a process not yet connected to Ray")
+    home = tempfile.mkdtemp(prefix="preannotate-demo-")
+    try:
+        with _data_dir(home):
+            connect("local")
+            try:
+                yield start_control_plane(
+                    "127.0.0.1", free_port(), database_url(), str(hub_dir()), None
+                )
+            finally:
+                stop_control_plane()
+                ray.shutdown()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

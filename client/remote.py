@@ -1,6 +1,7 @@
 """The `preannotate` commands that talk to the HTTP API of a running cluster.
 
-Importing this module adds them to `client.cli.app` (cli.py imports it last). Every one takes
+`commands` holds them (top-level ones such as `deploy` and `run`, and groups such as
+`projects`); `cli.py` adds it to the `preannotate` app. Every one takes
 `--url` and `--token` (or PREANNOTATE_URL / PREANNOTATE_TOKEN; by default what `preannotate
 up` started) and names projects by id or by name. Answers the user can act on (a 4xx, an API
 that is not running) become `error:` lines and exit status 2, like the offline commands.
@@ -17,7 +18,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,7 +29,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
-from preannotate.client.cli import app, err, out, user_errors
+from preannotate.client.console import USER_ERROR, err, error, out, user_errors
 from preannotate.configs.project import load_project_config
 
 EXIT_INTERRUPTED = 130
@@ -44,13 +44,16 @@ jobs_app = typer.Typer(help="Bulk pre-annotation and training jobs.", no_args_is
 users_app = typer.Typer(help="Users and their API tokens (admins only).", no_args_is_help=True)
 members_app = typer.Typer(help="Who may work on a project, and how.", no_args_is_help=True)
 models_app = typer.Typer(help="Models and their trained versions.", no_args_is_help=True)
-app.add_typer(projects_app, name="projects")
-app.add_typer(tasks_app, name="tasks")
-app.add_typer(servers_app, name="servers")
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(users_app, name="users")
-app.add_typer(members_app, name="members")
-app.add_typer(models_app, name="models")
+commands = typer.Typer()
+"""Every command of this module; added without a name, its commands and groups become
+top-level ones of the app that adds it."""
+commands.add_typer(projects_app, name="projects")
+commands.add_typer(tasks_app, name="tasks")
+commands.add_typer(servers_app, name="servers")
+commands.add_typer(jobs_app, name="jobs")
+commands.add_typer(users_app, name="users")
+commands.add_typer(members_app, name="members")
+commands.add_typer(models_app, name="models")
 
 
 class ExportFormat(StrEnum):
@@ -92,13 +95,13 @@ def api_errors(url: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         for problem in exc.body.get("problems") or [exc.detail]:
-            _error(problem)
-        raise typer.Exit(2 if exc.status_code < 500 else 1) from None
+            error(problem)
+        raise typer.Exit(USER_ERROR if exc.status_code < 500 else 1) from None
     except (httpx.ConnectError, httpx.ConnectTimeout):
-        _error(f"cannot reach the API at {url}: is `preannotate up` running?")
-        raise typer.Exit(2) from None
+        error(f"cannot reach the API at {url}: is `preannotate up` running?")
+        raise typer.Exit(USER_ERROR) from None
     except httpx.TransportError as exc:
-        _error(f"talking to the API at {url} failed: {exc}")
+        error(f"talking to the API at {url} failed: {exc}")
         raise typer.Exit(1) from None
 
 
@@ -112,10 +115,6 @@ def connected(url: str | None, token: str | None) -> Iterator[Client]:
 def _say(text: str, console: Console = out) -> None:
     """Print a line as it is: names and messages from the API are not rich markup."""
     console.print(text, markup=False, highlight=False)
-
-
-def _error(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
 
 
 def _when(timestamp: str | None) -> str:
@@ -215,7 +214,7 @@ def members_set(
 # -- servers -------------------------------------------------------------------------------
 
 
-@app.command()
+@commands.command()
 def deploy(
     project: ProjectRef,
     wait: Annotated[bool, typer.Option(help="wait until the server is ready")] = True,
@@ -318,7 +317,7 @@ def _follow(client: Client, job_id: int) -> Json:
 def _report(job: Json) -> None:
     """The outcome of a finished job; exit 1 unless it succeeded."""
     if job["state"] != "succeeded":
-        _error(f"job {job['id']} {job['state']}: {job['reason']}")
+        error(f"job {job['id']} {job['state']}: {job['reason']}")
         raise typer.Exit(1)
     if job["kind"] == "train":
         metrics = job["details"]["metrics"]
@@ -332,8 +331,8 @@ def _report(job: Json) -> None:
         f"job {job['id']} succeeded: {job['done']} predicted, {job['failed']} failed "
         f"in {_seconds(job):.1f} s"
     )
-    for error in job["errors"][:ERRORS_SHOWN]:
-        _say(f"task {error['task_id']}: {error['error']}", err)
+    for failure in job["errors"][:ERRORS_SHOWN]:
+        _say(f"task {failure['task_id']}: {failure['error']}", err)
     if len(job["errors"]) > ERRORS_SHOWN:
         _say(f"... and {len(job['errors']) - ERRORS_SHOWN} more (see `jobs show`)", err)
 
@@ -350,7 +349,7 @@ JOB_COLUMNS: dict[str, Callable[[Json], Any]] = {
 }
 
 
-@app.command()
+@commands.command()
 def run(
     project: ProjectRef,
     server: Annotated[
@@ -383,7 +382,7 @@ def run(
     _report(job)
 
 
-@app.command()
+@commands.command()
 def train(
     project: ProjectRef,
     model_name: Annotated[str, typer.Option(help="versions are registered as NAME_v1, _v2, ...")],
@@ -469,7 +468,7 @@ def jobs_cancel(job_id: int, url: Url = None, token: Token = None) -> None:
 # -- export --------------------------------------------------------------------------------
 
 
-@app.command()
+@commands.command()
 def export(
     project: ProjectRef,
     fmt: Annotated[

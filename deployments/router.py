@@ -2,6 +2,8 @@
 
 Routes live in `deployments/routes/`, one module per resource; this module builds the app,
 maps the errors a caller can fix to 4xx with a message, and holds the Serve deployment.
+No route runs store, hub, file or Ray work on the event loop (`routes/context.py` says
+how), so a large import or a slow deploy never stalls interactive predictions.
 """
 
 from pathlib import Path

@@ -1,6 +1,8 @@
-"""The offline CLI: exit codes, messages, and one prediction per task."""
+"""The offline CLI (exit codes, messages, one prediction per task) and the demo, which
+brings its own cluster."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +10,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from preannotate.client.cli import app
+from preannotate.store import Store
 from tests.conftest import EXAMPLES
 
 runner = CliRunner()
 NEWS = EXAMPLES / "news"
+PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
 
 
 def test_validate_valid_and_invalid(tmp_path: Path) -> None:
@@ -93,7 +97,7 @@ def test_rules_add_and_list(tmp_path: Path) -> None:
 
 
 def test_console_script_exit_codes() -> None:
-    command = [str(Path(sys.executable).parent / "preannotate"), "config", "validate"]
+    command = [PREANNOTATE, "config", "validate"]
     assert (
         subprocess.run([*command, str(NEWS / "project.json")], capture_output=True).returncode == 0
     )
@@ -110,3 +114,24 @@ def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
     )
     result = runner.invoke(app, ["up", "--license", str(expired)])
     assert result.exit_code == 2 and "expired" in result.stderr
+
+
+def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -> None:
+    """`make demo` runs on a throwaway cluster and data directory: the user's store (here a
+    configured database) gets no project and no server from it, and their data directory
+    no store, so a later `projects create` of an example is not refused. The console
+    script runs in its own process, as Ray must start there."""
+    users_store = f"sqlite:///{tmp_path / 'users.sqlite'}"
+    env = os.environ | {"PREANNOTATE_DATABASE_URL": users_store, "RAY_AUTH_MODE": "disabled"}
+    demo = subprocess.run(
+        [PREANNOTATE, "demo"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "news: server-" in demo.stdout and "posology: server-" in demo.stdout
+    assert "Tim Cook PERSON" in demo.stdout
+    store = Store(users_store)
+    try:
+        assert store.list_projects() == [] and store.list_servers() == []
+    finally:
+        store.close()
+    assert not (home / "preannotate.sqlite").exists()

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import ray
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
@@ -46,18 +47,18 @@ def _save_config(ctx: Ctx, project_id: int, config: ProjectConfig) -> dict[str, 
 
 
 @router.get("/health", tags=["cluster"])
-async def health(ctx: Ctx) -> dict[str, Any]:
+def health(ctx: Ctx) -> dict[str, Any]:
     return {"status": "UP", "servers": len(ctx.store.list_servers())}
 
 
 @router.get("/models", tags=["hub"])
-async def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
+def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
     """The Models Hub, with each model's predefined labels."""
     return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
 
 
 @router.get("/models/{name}", tags=["hub"])
-async def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
+def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
     """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
     prefix = f"{name}_v"
     versions = [
@@ -77,7 +78,7 @@ async def me(user: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201, tags=["users"])
-async def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
+def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
     """Create a user and their first API token (shown this once). Admins only."""
     if not user.is_admin:
         raise HTTPException(403, f"user '{user.name}' is not an admin; only admins create users")
@@ -87,9 +88,7 @@ async def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, An
 
 
 @router.put("/projects/{project_id}/members", tags=["users"])
-async def set_member(
-    ctx: Ctx, user: CurrentUser, project_id: int, member: Member
-) -> dict[str, Any]:
+def set_member(ctx: Ctx, user: CurrentUser, project_id: int, member: Member) -> dict[str, Any]:
     """Give a user a role in the project (Owners and admins)."""
     require_role(ctx, user, project_id, {Role.OWNER.value})
     ctx.store.set_role(member.user_id, project_id, member.role.value)
@@ -97,7 +96,7 @@ async def set_member(
 
 
 @router.post("/projects", status_code=201, tags=["projects"])
-async def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[str, Any]:
+def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[str, Any]:
     """Create a project with its configuration; the caller becomes its Owner."""
     validate_config(config, ctx.hub)
     project = ctx.store.create_project(config.name)
@@ -106,7 +105,7 @@ async def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> 
 
 
 @router.get("/projects", tags=["projects"])
-async def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
+def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     """The projects the caller has a role in (all of them for admins)."""
     visible = [
         p
@@ -117,13 +116,13 @@ async def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
 
 
 @router.get("/projects/{project_id}", tags=["projects"])
-async def get_project(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+def get_project(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
     require_role(ctx, user, project_id, {*MANAGE, Role.ANNOTATOR.value})
     return project_json(ctx, project_id)
 
 
 @router.put("/projects/{project_id}/config", tags=["projects"])
-async def set_config(
+def set_config(
     ctx: Ctx, user: CurrentUser, project_id: int, update: ConfigUpdate
 ) -> dict[str, Any]:
     """Replace the configuration (validated first: 422 with every problem found)."""
@@ -134,15 +133,15 @@ async def set_config(
 
 
 @router.post("/projects/{project_id}/deploy", status_code=202, tags=["servers"])
-async def deploy(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+def deploy(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
     """Deploy the project's configuration (or share a server that has it); 409 with what is
     missing and which servers could be deleted when the cluster cannot take it."""
     require_role(ctx, user, project_id, MANAGE)
-    return await ctx.scheduler.deploy.remote(project_id)
+    return ray.get(ctx.scheduler.deploy.remote(project_id))
 
 
 @router.get("/projects/{project_id}/preannotate/options", tags=["servers"])
-async def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
+def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
     """What the Pre-Annotate dialog shows: usable servers, and whether one can be deployed."""
     require_role(ctx, user, project_id, MANAGE)
-    return await ctx.scheduler.preannotate_options.remote(project_id)
+    return ray.get(ctx.scheduler.preannotate_options.remote(project_id))

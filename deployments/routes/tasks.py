@@ -1,17 +1,31 @@
-"""Tasks: import, list, prediction versions and their comparison, completions, export."""
+"""Tasks: import, list, prediction versions and their comparison, completions, export.
+
+Every route but the import is a plain `def` (see `context`). The import is async only to
+read the request body as it arrives; writing it to the spool, the role check and the
+import's transaction run in the thread pool, so even a 100k-task import leaves the event
+loop free for interactive predictions.
+"""
 
 import io
 import json
 import tempfile
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, model_validator
+from starlette.concurrency import run_in_threadpool
 
-from preannotate.deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
-from preannotate.store import InvalidInput
+from preannotate.deployments.routes.context import (
+    MANAGE,
+    READ,
+    Context,
+    Ctx,
+    CurrentUser,
+    require_role,
+)
+from preannotate.store import AddedTasks, InvalidInput
 
 router = APIRouter(tags=["tasks"])
 SPOOL_BYTES = 8 << 20
@@ -36,8 +50,15 @@ class CompletionRequest(BaseModel):
         return self
 
 
-def _task_project(ctx: Ctx, task_id: int) -> int:
+def _task_project(ctx: Context, task_id: int) -> int:
     return ctx.store.get_task(task_id).project_id
+
+
+def _import_spool(ctx: Context, project_id: int, spool: IO[bytes], fmt: str) -> AddedTasks:
+    """Import the spooled request body, all or nothing, in one transaction."""
+    spool.seek(0)
+    text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
+    return ctx.store.import_tasks(project_id, text, fmt)
 
 
 @router.post("/projects/{project_id}/tasks", status_code=201)
@@ -50,7 +71,7 @@ async def import_tasks(
 ) -> dict[str, Any]:
     """Import tasks from the request body (JSON list, JSONL or CSV with a `text` column),
     all or nothing; the body is spooled to disk, so large imports do not sit in memory."""
-    require_role(ctx, user, project_id, MANAGE)
+    await run_in_threadpool(require_role, ctx, user, project_id, MANAGE)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     fmt = format or CONTENT_FORMATS.get(content_type)
     if fmt is None:
@@ -60,15 +81,13 @@ async def import_tasks(
         )
     with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
         async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
-        text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
-        added = ctx.store.import_tasks(project_id, text, fmt)
+            await run_in_threadpool(spool.write, chunk)  # past SPOOL_BYTES it writes a file
+        added = await run_in_threadpool(_import_spool, ctx, project_id, spool, fmt)
     return {"count": added.count, "first_id": added.first_id, "last_id": added.last_id}
 
 
 @router.get("/projects/{project_id}/tasks")
-async def list_tasks(
+def list_tasks(
     ctx: Ctx,
     user: CurrentUser,
     project_id: int,
@@ -88,14 +107,14 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}/predictions")
-async def predictions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+def predictions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
     """Every prediction version of the task, oldest first (predictions are never edited)."""
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [p.as_dict() for p in ctx.store.predictions_for_task(task_id)]
 
 
 @router.get("/predictions/compare")
-async def compare(
+def compare(
     ctx: Ctx, user: CurrentUser, a: Annotated[int, Query()], b: Annotated[int, Query()]
 ) -> dict[str, Any]:
     """What changed from prediction `a` to prediction `b`: added, removed, changed items."""
@@ -106,7 +125,7 @@ async def compare(
 
 
 @router.post("/tasks/{task_id}/completions", status_code=201)
-async def create_completion(
+def create_completion(
     ctx: Ctx, user: CurrentUser, task_id: int, body: CompletionRequest
 ) -> dict[str, Any]:
     """A human annotation; `from_prediction` makes an editable copy of that prediction."""
@@ -125,13 +144,13 @@ async def create_completion(
 
 
 @router.get("/tasks/{task_id}/completions")
-async def completions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+def completions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [c.as_dict() for c in ctx.store.completions_for_task(task_id)]
 
 
 @router.get("/projects/{project_id}/export")
-async def export(
+def export(
     ctx: Ctx,
     user: CurrentUser,
     project_id: int,
@@ -141,7 +160,7 @@ async def export(
     require_role(ctx, user, project_id, READ)
     tasks = ctx.store.export_project(project_id, format)
 
-    async def body() -> AsyncIterator[bytes]:
+    def body() -> Iterator[bytes]:  # Starlette iterates a sync body in its thread pool
         yield b"["
         for i, task in enumerate(tasks):
             yield (b"," if i else b"") + json.dumps(task).encode()
