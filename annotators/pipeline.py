@@ -10,6 +10,7 @@ from typing import Any
 from preannotate.annotators.results import TaskPrediction, choices_item, span_item
 from preannotate.annotators.rules import RuleMatcher
 from preannotate.annotators.runtimes import ModelRuntime, load_runtime
+from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Span, resolve_overlaps
 from preannotate.configs.labeling import ChoicesControl, LabelsControl
 from preannotate.hub.catalog import Hub, HubError
@@ -133,9 +134,10 @@ class Pipeline:
             spans = outputs[("entities", model, control.to_name)].get(row, [])
             candidates += [s for s in spans if (model, s.label) in wanted]
         labels = {value for _, value in wanted}
+        sentences = Sentences(text)
         for matcher in self.matchers:
             if matcher.rule.label in labels:
-                candidates += matcher.find(text)
+                candidates += matcher.find(text, sentences)
         kept = resolve_overlaps(candidates, self.config.project.prefer)
         return [span_item(control.name, control.to_name, text, s) for s in kept]
 

@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import rules_dir
+from preannotate.configs.textfiles import read_text
 
 MAX_PATTERN_CHARS = 5_000
+MAX_DICTIONARY_TERMS = 1_000_000
+"""Dictionaries compile to an automaton, not a regex: this bounds a replica's memory."""
 MAX_REGEX_MEMORY = 64 << 20
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -83,6 +86,11 @@ class Rule(BaseModel):
             terms = [t for value, synonyms in self.dictionary.items() for t in (value, *synonyms)]
             if any(not t.strip() for t in terms):
                 raise ValueError("dictionary terms must not be empty")
+            if len(terms) > MAX_DICTIONARY_TERMS:
+                raise ValueError(
+                    f"the dictionary has {len(terms):,} terms; the limit is "
+                    f"{MAX_DICTIONARY_TERMS:,} (split it into several rules)"
+                )
         return self
 
 
@@ -107,7 +115,7 @@ def read_rule_file(path: Path, label: str | None = None, name: str | None = None
     """A JSON rule (or list of rules), or a dictionary CSV (which needs `label`)."""
     if not path.is_file():
         raise ConfigError([f"{path} does not exist"])
-    text = path.read_text()
+    text = read_text(path)
     if path.suffix.lower() == ".csv":
         if not label:
             raise ConfigError([f"{path} is a dictionary CSV; give the label its matches get"])
@@ -139,14 +147,16 @@ class RuleLibrary:
             exclude={"version"}
         ):
             rule = rule.model_copy(update={"version": max(rule.version, existing.version + 1)})
-        (self.root / f"{rule.name}.json").write_text(rule.model_dump_json(indent=2))
+        (self.root / f"{rule.name}.json").write_text(
+            rule.model_dump_json(indent=2), encoding="utf-8"
+        )
         return rule
 
     def find(self, name: str) -> Rule | None:
         file = self.root / f"{name}.json"
         if not re.fullmatch(NAME_PATTERN, name) or not file.is_file():
             return None
-        return Rule.model_validate_json(file.read_text())
+        return Rule.model_validate_json(file.read_bytes())
 
     def rules(self) -> list[Rule]:
-        return [Rule.model_validate_json(f.read_text()) for f in sorted(self.root.glob("*.json"))]
+        return [Rule.model_validate_json(f.read_bytes()) for f in sorted(self.root.glob("*.json"))]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from preannotate.configs.errors import validation_problems
+from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import hub_dir
+from preannotate.configs.textfiles import read_text
 from preannotate.hub.manifest import MANIFEST_FILE, ModelManifest
 
 
@@ -35,14 +36,42 @@ class HubModel:
         """The folder holding the weights, checked to stay inside the model folder."""
         if self.folder is None or self.manifest.path is None:
             return None
-        return _inside(self.folder, self.manifest.path)
+        return _weights_folder(self.folder, self.manifest.path)
 
 
-def _inside(folder: Path, relative: str) -> Path:
-    target = (folder / relative).resolve()
-    if not target.is_relative_to(folder.resolve()):
+def _resolved(path: Path) -> Path:
+    """`path` with every symlink followed, or a HubError for a symlink that loops."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12
+        raise HubError(f"{path} cannot be followed: {exc}") from None
+
+
+def _weights_folder(folder: Path, relative: str) -> Path:
+    """The manifest's weights folder: it must exist inside the model folder."""
+    target = _resolved(folder / relative)
+    if not target.is_relative_to(_resolved(folder)):
         raise HubError(f"manifest path '{relative}' points outside the model folder {folder}")
+    if not target.is_dir():
+        raise HubError(
+            f"manifest path '{relative}' names no folder in {folder}: "
+            "put the model's weights there or fix 'path'"
+        )
     return target
+
+
+def _check_symlinks(folder: Path) -> None:
+    """Every symlink in a model folder must point inside it (both sides resolved, so a
+    folder reached through a symlink or a relative path is judged by where it really is),
+    and never at a folder holding the link, which copying would follow forever."""
+    root = _resolved(folder)
+    for link in (p for p in folder.rglob("*") if p.is_symlink()):
+        name = link.relative_to(folder)
+        target = _resolved(link)
+        if not target.is_relative_to(root):
+            raise HubError(f"symlink '{name}' points outside the model folder {folder}")
+        if target.is_dir() and _resolved(link.parent).is_relative_to(target):
+            raise HubError(f"symlink '{name}' points at a folder that holds it")
 
 
 def read_manifest(folder: Path) -> ModelManifest:
@@ -51,7 +80,9 @@ def read_manifest(folder: Path) -> ModelManifest:
     if not file.is_file():
         raise HubError(f"{folder} has no {MANIFEST_FILE}")
     try:
-        return ModelManifest.model_validate_json(file.read_text())
+        return ModelManifest.model_validate_json(read_text(file))
+    except ConfigError as exc:
+        raise HubError(str(exc)) from None
     except ValidationError as exc:
         problems = validation_problems(exc, f"invalid manifest {file}")
         raise HubError("; ".join(problems)) from None
@@ -96,9 +127,8 @@ class Hub:
             raise HubError(f"{source} is not a folder (a model folder holds {MANIFEST_FILE})")
         manifest = read_manifest(source)
         if manifest.path is not None:
-            _inside(source, manifest.path)
-        for link in (p for p in source.rglob("*") if p.is_symlink()):
-            _inside(source, str(link.relative_to(source)))
+            _weights_folder(source, manifest.path)
+        _check_symlinks(source)
         if manifest.name in {m.name for m in _builtin_models()}:
             raise HubError(f"'{manifest.name}' is a built-in model name; choose another name")
         target = self.root / manifest.name
@@ -106,7 +136,11 @@ class Hub:
             raise HubError(f"a model named '{manifest.name}' is already in the hub ({target})")
         staging = self.root / f".{manifest.name}.adding"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging, symlinks=False)
+        try:
+            shutil.copytree(source, staging, symlinks=False)
+        except BaseException:  # a failed copy leaves nothing behind in the hub
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         return HubModel(manifest, target)

@@ -4,8 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from preannotate.client.cli import app
 from preannotate.hub.catalog import Hub, HubError
+
+runner = CliRunner()
 
 
 def manifest_folder(root: Path, name: str = "my_ner", **overrides) -> Path:
@@ -60,8 +64,65 @@ def test_invalid_manifests_are_refused(hub: Hub, tmp_path: Path, overrides, mess
 def test_symlink_out_of_the_folder_is_refused(hub: Hub, tmp_path: Path) -> None:
     folder = manifest_folder(tmp_path)
     (folder / "model" / "secrets").symlink_to("/etc")
-    with pytest.raises(HubError, match="outside the model folder"):
+    with pytest.raises(HubError, match="symlink 'model/secrets' points outside the model folder"):
         hub.add(folder)
+
+
+def test_symlinks_inside_the_folder_are_accepted_however_it_is_reached(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = manifest_folder(tmp_path / "real", path="current")
+    (folder / "model" / "weights.bin").write_text("w")
+    (folder / "current").symlink_to("model")
+    (folder / "model" / "absolute.bin").symlink_to(
+        tmp_path / "alias" / "my_ner" / "model" / "weights.bin"
+    )
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    added = hub.add(Path("alias") / "my_ner")
+    assert added.weights_path() == (hub.root / "my_ner" / "current").resolve()
+    assert (added.weights_path() / "absolute.bin").read_text() == "w"
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [("loop", "cannot be followed"), ("..", "points at a folder that holds it")],
+    ids=["loop", "ancestor"],
+)
+def test_symlinks_that_cannot_be_copied_are_refused(
+    hub: Hub, tmp_path: Path, target: str, message: str
+) -> None:
+    folder = manifest_folder(tmp_path)
+    (folder / "model" / "loop").symlink_to(target)
+    with pytest.raises(HubError, match=message):
+        hub.add(folder)
+    assert not any(hub.root.iterdir())
+
+
+def test_a_weights_folder_that_does_not_exist_is_refused(hub: Hub, tmp_path: Path) -> None:
+    folder = manifest_folder(tmp_path, path="weights")
+    result = runner.invoke(app, ["hub", "add", str(folder)])
+    assert result.exit_code == 2
+    assert f"manifest path 'weights' names no folder in {folder}" in result.stderr
+    assert hub.names() == ["ner_general_en_sm"]
+
+
+@pytest.mark.parametrize(
+    "encoding, problem",
+    [("latin-1", "is not valid UTF-8 text: byte 0xe8"), ("utf-16-le", "holds NUL bytes")],
+)
+def test_hub_add_names_a_manifest_that_is_not_text(
+    hub: Hub, tmp_path: Path, encoding: str, problem: str
+) -> None:
+    folder = manifest_folder(tmp_path, description="modèle")
+    manifest = folder / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_bytes(json.dumps(data, ensure_ascii=False).encode(encoding))
+    result = runner.invoke(app, ["hub", "add", str(folder)])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error:") and str(manifest) in line and problem in line
+    assert hub.names() == ["ner_general_en_sm"] and not any(hub.root.iterdir())
 
 
 def test_missing_manifest_and_unknown_name(hub: Hub, tmp_path: Path) -> None:

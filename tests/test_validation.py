@@ -1,10 +1,17 @@
 """Every validation rule a configuration must pass, with the message a user reads."""
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from preannotate.client.cli import app
 from preannotate.configs.errors import ConfigError
 from preannotate.hub.validation import validate_config
 from tests.conftest import labels_xml, project
+
+runner = CliRunner()
 
 NER = 'value="PERSON" model="ner_general_en_sm"'
 
@@ -153,3 +160,61 @@ def test_example_projects_are_valid() -> None:
 
     for file in EXAMPLES.glob("*/project.json"):
         assert validate_config(load_project_config(file)).rules
+
+
+XML = labels_xml(NER).replace('value="PERSON"', 'value="PERSON" hint="Müller"')
+
+
+@pytest.mark.parametrize(
+    "files, at_fault, problem",
+    [
+        (
+            {
+                "p.json": json.dumps(
+                    {"name": "Müller", "labeling_config": XML}, ensure_ascii=False
+                ).encode("latin-1")
+            },
+            "p.json",
+            "is not valid UTF-8 text: byte 0xfc at offset 11",
+        ),
+        ({"p.xml": XML.encode("utf-8") + b"<!-- \xff -->"}, "p.xml", "byte 0xff"),
+        (
+            {"p.json": b'{"name": "p", "labeling_config": "c.xml"}', "c.xml": XML.encode("cp1252")},
+            "c.xml",
+            "is not valid UTF-8 text: byte 0xfc",
+        ),
+        (
+            {"p.xml": b'<?xml version="1.0" encoding="klingon"?>' + XML.encode()},
+            "p.xml",
+            "declares an unknown encoding 'klingon'",
+        ),
+    ],
+    ids=["latin-1-json", "xml-with-0xff", "latin-1-xml-next-to-a-project", "unknown-encoding"],
+)
+def test_config_validate_names_a_file_that_is_not_text(
+    tmp_path: Path, files: dict[str, bytes], at_fault: str, problem: str
+) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / next(iter(files)))])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error:") and str(tmp_path / at_fault) in line and problem in line
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'<?xml version="1.0" encoding="ISO-8859-1"?>' + XML.encode("latin-1"),
+        XML.encode("utf-16"),
+        b"\xef\xbb\xbf" + XML.encode("utf-8"),
+    ],
+    ids=["declared-latin-1", "utf-16-with-mark", "utf-8-with-mark"],
+)
+def test_config_validate_reads_xml_in_the_encoding_it_declares(
+    tmp_path: Path, content: bytes
+) -> None:
+    file = tmp_path / "p.xml"
+    file.write_bytes(content)
+    result = runner.invoke(app, ["config", "validate", str(file)])
+    assert result.exit_code == 0, result.stderr

@@ -1,0 +1,53 @@
+"""Reading the text files users hand us: project files, labeling configs, rules, manifests.
+
+They come from other tools (spreadsheets save CSV as UTF-16, older editors save latin-1), so
+a file is decoded as UTF-8, or as the encoding its byte-order mark names (an XML file may
+also declare its encoding, as XML allows). A file that does not decode is refused with its
+name and the byte at fault, never read as garbage.
+"""
+
+import codecs
+import re
+from pathlib import Path
+
+from preannotate.configs.errors import ConfigError
+
+BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+XML_DECLARATION = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]*)["']""")
+
+
+def _encoding(data: bytes, xml: bool) -> str:
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            return encoding
+    declared = XML_DECLARATION.match(data) if xml else None
+    return declared.group(1).decode("ascii") if declared else "utf-8"
+
+
+def read_text(path: Path, xml: bool = False) -> str:
+    """The text of a file, or a ConfigError naming it and saying what to fix."""
+    data = Path(path).read_bytes()
+    encoding = _encoding(data, xml)
+    if encoding.startswith("utf-8") and b"\x00" in data:
+        raise ConfigError(
+            [f"{path} holds NUL bytes (UTF-16 without a byte-order mark?); save the file as UTF-8"]
+        )
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise ConfigError([f"{path} declares an unknown encoding '{encoding}'"]) from None
+    except UnicodeDecodeError as exc:
+        offset = exc.start + len(data) - len(exc.object)
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+        raise ConfigError(
+            [
+                f"{path} is not valid {name} text: byte 0x{exc.object[exc.start]:02x} "
+                f"at offset {offset} cannot be decoded; save the file as UTF-8"
+            ]
+        ) from None
