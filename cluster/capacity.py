@@ -8,6 +8,10 @@ Everything here is plain data in, plain data out, with no Ray imports: the Ray-f
 reads `ray.nodes()` (or the state API) into `NodeResources` and the server registry into
 `ServerHolding`, and tests exercise every case in milliseconds.
 
+License seats are counted here too, across the whole cluster (`SeatUse`): a node's
+`license_token` only says that licensed work may run there, so a licensed request must
+also fit in the seats the license has left.
+
 Rules mirrored from Ray:
 - a replica must fit on ONE node; the replicas of one server may spread over nodes;
 - Ray drops a key from a node's available resources when it is fully used, so a missing
@@ -16,12 +20,14 @@ Rules mirrored from Ray:
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 CPU, GPU, MEMORY, LICENSE_TOKEN = "CPU", "GPU", "memory", "license_token"
+SEATS = "seats"
+"""The `Shortfall.resource` of a request the license's seats cannot take."""
 
 EPSILON = 1e-6
 """Slack for float sums: 0.1 + 0.2 CPUs must fit where 0.3 are free."""
@@ -74,6 +80,11 @@ class ResourceRequest(BaseModel):
             replicas=replicas,
         )
 
+    @property
+    def seats(self) -> int:
+        """License seats it takes: one per licensed replica (a training run is one)."""
+        return self.replicas if self.license_tokens > 0 else 0
+
     def actor_options(self) -> dict[str, Any]:
         """The `ray_actor_options` of one replica (or trainer) asking for exactly this."""
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
@@ -119,6 +130,44 @@ class ServerHolding(BaseModel):
         return self.resources.get(key, 0.0) > EPSILON
 
 
+class SeatUse(BaseModel):
+    """A license's seats and what holds them now, counted across the whole cluster.
+
+    Every live replica of a licensed server and every licensed training run holds one
+    seat, on whichever node it runs, so adding nodes adds no seats.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seats: int = Field(ge=0)
+    servers: dict[str, int] = Field(default_factory=dict)
+    """server id -> how many of its licensed replicas are live."""
+    training_jobs: list[int] = Field(default_factory=list)
+    """Job ids of the licensed training runs, one seat each."""
+
+    @property
+    def used(self) -> int:
+        return sum(self.servers.values()) + len(self.training_jobs)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.seats - self.used)
+
+    def freed_by(self, deleted: Sequence[ServerHolding]) -> int:
+        """Seats that deleting these servers gives back."""
+        return sum(self.servers.get(holding.server_id, 0) for holding in deleted)
+
+    def holders(self) -> str:
+        """Who holds the seats, e.g. "server-3 (2 licensed replicas), training job 7"."""
+        servers = [
+            f"{server_id} ({_count(held, 'licensed replica')})"
+            for server_id, held in self.servers.items()
+            if held
+        ]
+        jobs = [f"training job {job_id}" for job_id in self.training_jobs]
+        return ", ".join(servers + jobs) or "nothing"
+
+
 class Shortfall(BaseModel):
     """One reason a request does not fit, worded for a list and for a sentence."""
 
@@ -162,6 +211,11 @@ class FitResult(BaseModel):
         return f"Cannot {action}: {reasons}. {self._advice()}"
 
     def _advice(self) -> str:
+        if self.never_fits and all(s.resource == SEATS for s in self.shortfalls):
+            return (
+                "Deleting servers will not help: ask for fewer replicas, "
+                "or for a license with more seats."
+            )
         if self.never_fits:
             return "Deleting servers will not help: add nodes that can hold it, or ask for less."
         servers = ", ".join(self.delete_candidates)
@@ -169,18 +223,23 @@ class FitResult(BaseModel):
             return f"Delete all of these servers on the Clusters page to free it: {servers}."
         if self.delete_candidates:
             return f"Delete one of these servers on the Clusters page to free it: {servers}."
-        return (
-            "No deployed server holds enough of it; wait for running jobs to finish or add nodes."
-        )
+        # Seats held by training runs come back when they end; more nodes bring no seats.
+        if any(s.resource != SEATS for s in self.shortfalls):
+            wait = "running jobs to finish or add nodes"
+        else:
+            wait = "running training jobs to finish"
+        return f"No deployed server holds enough of it; wait for {wait}."
 
 
 def check_fit(
     request: ResourceRequest,
     nodes: Sequence[NodeResources],
     holdings: Sequence[ServerHolding] = (),
+    seats: SeatUse | None = None,
 ) -> FitResult:
     """Decide whether `request` can be placed now, and if not, why and what would help.
 
+    `seats`, when a license is loaded, also limits licensed requests cluster-wide.
     Placement is greedy: each replica goes to the node that can still take the most
     replicas, subtracting as it places. Replicas of one request are identical, so a node's
     room does not depend on where the others went and greedy placement is exact.
@@ -188,22 +247,66 @@ def check_fit(
     need = request.per_replica()
     free = {node.node_id: dict(node.available) for node in nodes}
     placement = _place(need, request.replicas, free)
-    if placement is not None:
+    seats_fit = seats is None or request.seats <= seats.free
+    if placement is not None and seats_fit:
         return FitResult(fits=True, placement=placement)
 
     total = {node.node_id: dict(node.total) for node in nodes}
-    never = _shortfalls(need, request.replicas, total, empty_cluster=True, holders={})
+    never = [] if seats is None else _seat_limit(request.seats, seats)
+    if placement is None:
+        never += _shortfalls(need, request.replicas, total, empty_cluster=True, holders={})
     if never:
         return FitResult(fits=False, shortfalls=never, never_fits=True)
 
     holders = {key: [h.server_id for h in holdings if h.holds(key)] for key in need}
-    now = _shortfalls(need, request.replicas, free, empty_cluster=False, holders=holders)
-    singles = [h.server_id for h in holdings if _freeing_fits(need, request, nodes, [h])]
+    now = [] if seats_fit or seats is None else [_seats_in_use(request.seats, seats)]
+    if placement is None:
+        now += _shortfalls(need, request.replicas, free, empty_cluster=False, holders=holders)
+
+    def frees_enough(deleted: Sequence[ServerHolding]) -> bool:
+        if seats is not None and request.seats > seats.free + seats.freed_by(deleted):
+            return False
+        return placement is not None or _freeing_fits(need, request, nodes, deleted)
+
+    singles = [h.server_id for h in holdings if frees_enough([h])]
     if singles:
         return FitResult(fits=False, shortfalls=now, delete_candidates=singles)
-    group = _group_to_delete(need, request, nodes, holdings)
+    group = _group_to_delete(need, holdings, frees_enough)
     return FitResult(
         fits=False, shortfalls=now, delete_candidates=group, delete_together=bool(group)
+    )
+
+
+def _seat_limit(wanted: int, seats: SeatUse) -> list[Shortfall]:
+    """A request for more seats than the license has at all."""
+    if wanted <= seats.seats:
+        return []
+    return [
+        Shortfall(
+            resource=SEATS,
+            detail=f"seats: need {wanted}, the license has {seats.seats}",
+            sentence=f"it needs {_count(wanted, 'license seat')} (one per licensed replica) "
+            f"but the license has {_count(seats.seats, 'seat')}",
+        )
+    ]
+
+
+def _seats_in_use(wanted: int, seats: SeatUse) -> Shortfall:
+    """Seats the license has, but that licensed servers and training runs hold now."""
+    in_use = f"in use by {seats.holders()}"
+    if seats.free == 0:
+        sentence = (
+            f"no license seat is free (the license has {_count(seats.seats, 'seat')}, {in_use})"
+        )
+    else:
+        sentence = (
+            f"it needs {_count(wanted, 'license seat')} but only {seats.free} of the license's "
+            f"{seats.seats} seats {'is' if seats.free == 1 else 'are'} free ({in_use})"
+        )
+    return Shortfall(
+        resource=SEATS,
+        detail=f"seats: need {wanted}, {seats.free} of {seats.seats} free ({in_use})",
+        sentence=sentence,
     )
 
 
@@ -397,9 +500,8 @@ def _after_release(
 
 def _group_to_delete(
     need: Resources,
-    request: ResourceRequest,
-    nodes: Sequence[NodeResources],
     holdings: Sequence[ServerHolding],
+    frees_enough: Callable[[Sequence[ServerHolding]], bool],
 ) -> list[str]:
     """A small set of servers that only together free enough; empty if none does.
 
@@ -407,11 +509,11 @@ def _group_to_delete(
     deletion turns out unnecessary, smallest holders first, so the big holders remain.
     """
     group = [h for h in holdings if any(h.holds(key) for key in need)]
-    if not group or not _freeing_fits(need, request, nodes, group):
+    if not group or not frees_enough(group):
         return []
     for holding in sorted(group, key=lambda h: _weight(h, need)):
         rest = [h for h in group if h is not holding]
-        if _freeing_fits(need, request, nodes, rest):
+        if frees_enough(rest):
             group = rest
     return [h.server_id for h in group]
 

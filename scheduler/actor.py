@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from ray import serve
 from ray.actor import ActorHandle
 
-from preannotate.annotators.training import check_base, training_data
+from preannotate.annotators.training import TrainingData, check_base, training_data
 from preannotate.cluster.license import License
 from preannotate.cluster.ray_cluster import NAMESPACE
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.training import TrainingSpec
-from preannotate.hub.catalog import Hub
+from preannotate.hub.catalog import Hub, HubModel
 from preannotate.scheduler.bulk import BulkJob
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
@@ -77,39 +77,59 @@ class Scheduler:
 
     async def submit_training(self, project_id: int, request: dict[str, Any]) -> int:
         """Check everything a training run needs, then start it as Ray work; returns the job.
-        The checks read the store, the hub and the cluster's state, so they run in a thread."""
+        The checks read the store, the hub and the cluster's state, so they run in a thread;
+        the capacity and seat check takes the deploy lock, so a deploy cannot take the
+        same seat meanwhile."""
         try:
             spec = TrainingSpec.model_validate(request)
         except ValidationError as exc:
             raise ConfigError(validation_problems(exc, "training request")) from None
 
-        def prepare() -> TrainingJob:
+        def prepare() -> tuple[TrainingData, HubModel | None]:
             config = self.servers.project_config(project_id)
             annotated = [
                 (task.id, task.data, completion.result)
                 for task, completion in self.store.annotated_tasks(project_id)
             ]
             data = training_data(spec, config.labeling, annotated)
-            base = check_base(spec, self.servers.hub)
-            fit = self.servers.fit(training_request(spec))
+            return data, check_base(spec, self.servers.hub)
+
+        def admit(data: TrainingData, base: HubModel | None) -> TrainingJob:
+            if base is not None:
+                problem = self.servers.license_problem({base.name: base.manifest.license_scope})
+                if problem:
+                    raise DeployRefused(f"Cannot train: {problem}")
+            request = training_request(spec, base)
+            fit = self.servers.fit(request)
             if not fit.fits:
                 raise DeployRefused(fit.explain("train"), fit.delete_candidates)
             job = self.store.create_job(
                 project_id, JobKind.TRAIN, params=spec.model_dump(), total=spec.epochs
             )
+            if request.seats:
+                self.servers.licensed_runs.add(job.id)
             return TrainingJob(self.store, self.servers.hub, job.id, project_id, spec, data, base)
 
-        runner = await asyncio.to_thread(prepare)
-        self._track(runner.job_id, runner)
+        data, base = await asyncio.to_thread(prepare)
+        async with self.lock:
+            runner = await asyncio.to_thread(admit, data, base)
+            self._track(runner.job_id, runner)
         return runner.job_id
 
     async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
+        """The server a job uses: the one asked for, which must serve the project's current
+        configuration, else the one that does (deployed when `deploy`)."""
+        config = await asyncio.to_thread(self.servers.project_config, project_id)
         if server_id is not None:
             server = await asyncio.to_thread(self.store.get_server, server_id)
             if server.deleted_at is not None:
                 raise InvalidState(f"server {server_id} was deleted")
+            if server.config_hash != config.hash:
+                raise InvalidState(
+                    f"server {server_id} serves another configuration than project "
+                    f"{project_id}'s current one; deploy the project or leave out server_id"
+                )
             return server_id
-        config = await asyncio.to_thread(self.servers.project_config, project_id)
         shared = await asyncio.to_thread(self.servers.shared_server, config.hash)
         if shared is not None:
             return shared.id
@@ -170,7 +190,12 @@ class Scheduler:
 
     def _track(self, job_id: int, runner: BulkJob | TrainingJob) -> None:
         task = asyncio.create_task(runner.run())
-        task.add_done_callback(lambda _: self.jobs.pop(job_id, None))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.jobs.pop(job_id, None)
+            self.servers.licensed_runs.discard(job_id)
+
+        task.add_done_callback(ended)
         self.jobs[job_id] = (task, runner)
 
     async def _wait_ready(self, server_id: str) -> None:

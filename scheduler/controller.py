@@ -5,6 +5,8 @@ It runs inside the scheduler actor, which calls it one deploy, delete or restore
 and always in a worker thread: its store, hub and Serve calls block. What runs where is
 pulled from Serve's controller (`cluster.serve_state`), never reported by replicas, so the
 resources counted as held are those of live replicas only (docs/architecture.md, "Deploy").
+The license's seats are counted here for the whole cluster: each live replica of a
+licensed server and each licensed training run the scheduler started holds one.
 """
 
 import time
@@ -14,7 +16,14 @@ from ray import serve
 from ray.serve.schema import ApplicationStatus
 
 from preannotate.annotators.pipeline import check_runnable
-from preannotate.cluster.capacity import FitResult, ResourceRequest, ServerHolding, check_fit
+from preannotate.cluster.capacity import (
+    LICENSE_TOKEN,
+    FitResult,
+    ResourceRequest,
+    SeatUse,
+    ServerHolding,
+    check_fit,
+)
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License, LicenseError, require_scope
 from preannotate.cluster.ray_cluster import nodes
@@ -61,6 +70,8 @@ class DeployController:
         self.deleting: set[str] = set()
         self.restoring: set[str] = set()
         """Servers recorded as live whose Serve apps are being brought back after a restart."""
+        self.licensed_runs: set[int] = set()
+        """Job ids of the licensed training runs under way; each holds a seat until it ends."""
 
     def project_config(self, project_id: int) -> ValidatedConfig:
         record = self.store.current_config(project_id)
@@ -70,10 +81,12 @@ class DeployController:
 
     # -- capacity --------------------------------------------------------------------------
 
-    def holdings(self, snapshot: ServeSnapshot) -> list[ServerHolding]:
+    def usage(self, snapshot: ServeSnapshot) -> tuple[list[ServerHolding], SeatUse | None]:
         """What each server holds now: its per-replica resources on each node where Serve
-        has a live replica of it. Scaled-to-zero or dead replicas hold nothing."""
+        has a live replica of it (scaled-to-zero or dead replicas hold nothing); and the
+        license's seats in use, when a license is loaded."""
         holdings = []
+        seats: dict[str, int] = {}
         for server in self.store.list_servers():
             app = snapshot.app(server.id)
             placed = app.placed if app else []
@@ -84,19 +97,32 @@ class DeployController:
                     held[key] = held.get(key, 0.0) + amount
             total = {key: amount * len(placed) for key, amount in server.resources.items()}
             holdings.append(ServerHolding(server_id=server.id, resources=total, per_node=per_node))
-        return holdings
+            if server.resources.get(LICENSE_TOKEN) and placed:
+                seats[server.id] = len(placed)
+        if self.license is None:
+            return holdings, None
+        in_use = SeatUse(
+            seats=self.license.seats, servers=seats, training_jobs=sorted(self.licensed_runs)
+        )
+        return holdings, in_use
 
     def fit(self, request: ResourceRequest) -> FitResult:
-        """Whether `request` can be placed now, and if not, which servers to delete."""
-        return check_fit(request, nodes(), self.holdings(serve_snapshot()))
+        """Whether `request` can be placed now, within the license's seats if it is licensed,
+        and if not, which servers to delete."""
+        holdings, seats = self.usage(serve_snapshot())
+        return check_fit(request, nodes(), holdings, seats)
 
-    def _license_problem(self, config: ValidatedConfig) -> str | None:
+    def license_problem(self, scopes: dict[str, str]) -> str | None:
+        """Why the license does not cover these models (name -> Models Hub scope), if so."""
         try:
-            for name, manifest in config.models.items():
-                require_scope(self.license, name, manifest.license_scope)
+            for name, scope in scopes.items():
+                require_scope(self.license, name, scope)
         except LicenseError as exc:
             return str(exc)
         return None
+
+    def _config_license_problem(self, config: ValidatedConfig) -> str | None:
+        return self.license_problem({n: m.license_scope for n, m in config.models.items()})
 
     # -- deploy ----------------------------------------------------------------------------
 
@@ -115,7 +141,7 @@ class DeployController:
             self.store.attach_project(shared.id, project_id)
             return self.describe(shared.id)
         check_runnable(config)
-        problem = self._license_problem(config)
+        problem = self._config_license_problem(config)
         if problem:
             raise DeployRefused(f"Cannot deploy: {problem}")
         spec = DeploySpec.from_config(config)
@@ -170,7 +196,7 @@ class DeployController:
             if serve_snapshot().app(server_id) is not None:
                 return
             config = validate_config(parse_project_config(server.config), self.hub)
-            problem = self._license_problem(config)
+            problem = self._config_license_problem(config)
             spec = DeploySpec.from_config(config)
             fit = None if problem else self.fit(spec.request)
             if problem or (fit is not None and not fit.fits):
@@ -269,7 +295,7 @@ class DeployController:
             for s in self.store.list_servers()
             if s.config_hash == config.hash
         ]
-        problem = self._license_problem(config)
+        problem = self._config_license_problem(config)
         fit = None if problem else self.fit(DeploySpec.from_config(config).request)
         reason = f"Cannot deploy: {problem}" if problem else (None if fit.fits else fit.message)
         return {

@@ -21,6 +21,7 @@ import ray
 
 from preannotate.annotators.training import Epoch, TrainedModel, TrainingData, train
 from preannotate.cluster.capacity import ResourceRequest
+from preannotate.cluster.license import OPEN_SCOPE
 from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.manifest import MANIFEST_FILE
@@ -59,11 +60,19 @@ class Trainer:
         yield TrainedArchive.of(trained)
 
 
-def training_request(spec: TrainingSpec) -> ResourceRequest:
+def training_request(spec: TrainingSpec, base: HubModel | None) -> ResourceRequest:
     """What a training run reserves: checked against the cluster before the job starts,
-    then asked of Ray for the trainer actor."""
+    then asked of Ray for the trainer actor. A run from a licensed base model loads
+    licensed weights, so like a licensed replica it takes a `license_token` (it runs on a
+    node that may run licensed models) and a seat."""
     res = spec.resources
-    return ResourceRequest.of(num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory_mb=res.memory_mb)
+    licensed = base is not None and base.manifest.license_scope != OPEN_SCOPE
+    return ResourceRequest.of(
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+        memory_mb=res.memory_mb,
+        license_tokens=1.0 if licensed else 0.0,
+    )
 
 
 class TrainingJob:
@@ -108,7 +117,8 @@ class TrainingJob:
     async def _train(self) -> TrainedArchive:
         """Run the trainer actor, recording each epoch as it streams in. The actor is killed
         however this ends, so a cancel gives its resources back at once."""
-        trainer = Trainer.options(**training_request(self.spec).actor_options()).remote()
+        options = training_request(self.spec, self.base).actor_options()
+        trainer = Trainer.options(**options).remote()
         try:
             async for ref in trainer.run.remote(self.spec, self.data, self.base):
                 event = await ref
