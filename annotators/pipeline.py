@@ -1,5 +1,10 @@
 """The pipeline built from a validated configuration: load models once, annotate batches.
 
+Order: NER models, rules (and prompts) propose chunks; overlaps are resolved per
+`<Labels>` control; the assertion model gives each surviving chunk a status; relation
+models join surviving chunks. One prediction per task holds every item, and statuses and
+relations refer to the ids of the entity items in it.
+
 Each model runs once per batch over the documents of each object it is used on; a model
 failing on the batch is retried document by document, so one bad document fails alone.
 """
@@ -7,9 +12,15 @@ failing on the batch is retried document by document, so one bad document fails 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from preannotate.annotators.results import TaskPrediction, choices_item, span_item
+from preannotate.annotators.results import (
+    TaskPrediction,
+    assertion_item,
+    choices_item,
+    relation_item,
+    span_item,
+)
 from preannotate.annotators.rules import RuleMatcher
-from preannotate.annotators.runtimes import ModelRuntime, load_runtime
+from preannotate.annotators.runtimes import BUILTIN_RUNTIMES, ModelRuntime, load_runtime
 from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Span, resolve_overlaps
 from preannotate.configs.labeling import ChoicesControl, LabelsControl
@@ -18,20 +29,18 @@ from preannotate.hub.validation import ValidatedConfig
 
 MAX_DOCUMENT_CHARS = 1_000_000
 CHOICE_THRESHOLD = 0.5
-RUNNABLE_KINDS = {"ner", "classification"}
 
 
 def check_runnable(config: ValidatedConfig) -> None:
-    """Refuse, before anything loads, models whose kind the pipeline cannot run yet, rather
-    than serving a configuration that silently predicts nothing for them."""
+    """Refuse, before anything loads, a model whose built-in runtime cannot run its kind,
+    rather than serving a configuration that silently predicts nothing for it."""
     unsupported = [
-        f"'{n}' ({m.kind})" for n, m in config.models.items() if m.kind not in RUNNABLE_KINDS
+        f"'{n}' ({m.kind}) models on the {m.runtime} runtime"
+        for n, m in config.models.items()
+        if m.runtime in BUILTIN_RUNTIMES and m.kind not in BUILTIN_RUNTIMES[m.runtime].KINDS
     ]
     if unsupported:
-        raise HubError(
-            f"pre-annotation cannot run {', '.join(unsupported)} models yet; "
-            f"it runs {' and '.join(sorted(RUNNABLE_KINDS))} models and rules"
-        )
+        raise HubError(f"pre-annotation cannot run {', '.join(unsupported)} yet")
 
 
 def task_data(task: Any) -> dict[str, Any]:
@@ -52,10 +61,23 @@ class Pipeline:
         self.runtimes: dict[str, ModelRuntime] = {
             name: load_runtime(hub.get(name)) for name in config.models
         }
+        for runtime in self.runtimes.values():
+            runtime.configure(config.project)
         self.matchers = [RuleMatcher(rule) for rule in config.rules]
         labeling = config.labeling
         self.controls = [c for c in labeling.labels if c.kind == "labels"]
         self.choices = [c for c in labeling.choices if c.model]
+        self.statuses = {  # control name -> (assertion model, the statuses it may give)
+            c.name: (lab.model, {x.value for x in c.labels if x.assertion})
+            for c in self.controls
+            for lab in c.labels
+            if lab.assertion and lab.model
+        }
+        self.relations: dict[str, set[str]] = {}  # relation model -> the relations offered
+        for control in labeling.relations:
+            for relation in control.relations:
+                if relation.model:
+                    self.relations.setdefault(relation.model, set()).add(relation.value)
         used = {c.to_name for c in self.controls} | {c.to_name for c in self.choices}
         self.fields = {o.name: o.value for o in labeling.objects if o.name in used}
 
@@ -85,17 +107,18 @@ class Pipeline:
         return texts, errors
 
     def _run(
-        self, method: str, model: str, docs: list[str], errors: list[str | None], rows: list[int]
+        self, method: str, model: str, rows: list[int], errors: list[str | None], *columns: list
     ) -> dict[int, Any]:
-        """Run a model over the documents; on failure, retry each alone to isolate it."""
+        """Run a model over the rows' inputs (one list per argument of `method`); on
+        failure, retry each row alone to isolate it."""
         call = getattr(self.runtimes[model], method)
         try:
-            return dict(zip(rows, call(docs), strict=True))
+            return dict(zip(rows, call(*columns), strict=True))
         except Exception:
             out = {}
-            for row, doc in zip(rows, docs, strict=True):
+            for i, row in enumerate(rows):
                 try:
-                    out[row] = call([doc])[0]
+                    out[row] = call(*([column[i]] for column in columns))[0]
                 except Exception as exc:
                     errors[row] = f"model '{model}' failed: {type(exc).__name__}: {exc}"
             return out
@@ -118,28 +141,84 @@ class Pipeline:
         for method, model, obj in sorted(jobs):
             rows = [i for i, err in enumerate(errors) if err is None]
             docs = [texts[i][obj] for i in rows]
-            outputs[(method, model, obj)] = self._run(method, model, docs, errors, rows)
+            outputs[(method, model, obj)] = self._run(method, model, rows, errors, docs)
         return outputs
 
-    def _span_items(
+    def _chunks(
         self,
         control: LabelsControl,
-        text: str,
+        doc: Sentences,
         row: int,
         outputs: dict[tuple[str, str, str], dict[int, Any]],
-    ) -> list[dict[str, Any]]:
+    ) -> list[Span]:
+        """The control's entity chunks from models and rules, overlaps resolved."""
         wanted = {(lab.model, lab.value) for lab in control.labels if not lab.assertion}
         candidates: list[Span] = []
         for model in {m for m, _ in wanted if m}:
             spans = outputs[("entities", model, control.to_name)].get(row, [])
             candidates += [s for s in spans if (model, s.label) in wanted]
         labels = {value for _, value in wanted}
-        sentences = Sentences(text)
         for matcher in self.matchers:
             if matcher.rule.label in labels:
-                candidates += matcher.find(text, sentences)
-        kept = resolve_overlaps(candidates, self.config.project.prefer)
-        return [span_item(control.name, control.to_name, text, s) for s in kept]
+                candidates += matcher.find(doc.text, doc)
+        return resolve_overlaps(candidates, self.config.project.prefer)
+
+    def _assertion_items(
+        self,
+        docs: list[dict[str, Sentences]],
+        entities: dict[tuple[int, str], list[dict[str, Any]]],
+        chunks: dict[tuple[int, str], list[Span]],
+        errors: list[str | None],
+    ) -> dict[int, list[dict[str, Any]]]:
+        """A status item for each entity the assertion model gives a status the control
+        offers; a status the configuration does not list gives none."""
+        items: dict[int, list[dict[str, Any]]] = {}
+        for control in self.controls:
+            if control.name not in self.statuses:
+                continue
+            model, offered = self.statuses[control.name]
+            rows = [r for r, err in enumerate(errors) if err is None]
+            column = [chunks[(r, control.name)] for r in rows]
+            statuses = self._run(
+                "assertions", model, rows, errors, [docs[r][control.to_name] for r in rows], column
+            )
+            source = self.runtimes[model].source
+            for row, found in statuses.items():
+                for entity, status in zip(entities[(row, control.name)], found, strict=True):
+                    if status in offered:
+                        items.setdefault(row, []).append(
+                            assertion_item(entity, status, None, source)
+                        )
+        return items
+
+    def _relation_items(
+        self,
+        docs: list[dict[str, Sentences]],
+        entities: dict[tuple[int, str], list[dict[str, Any]]],
+        chunks: dict[tuple[int, str], list[Span]],
+        errors: list[str | None],
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Relations each relation model gives between the entities of one object, kept
+        when the configuration offers them."""
+        items: dict[int, list[dict[str, Any]]] = {}
+        objects = dict.fromkeys(c.to_name for c in self.controls)
+        for model, offered in sorted(self.relations.items()):
+            source = self.runtimes[model].source
+            for obj in objects:
+                names = [c.name for c in self.controls if c.to_name == obj]
+                rows = [r for r, err in enumerate(errors) if err is None]
+                spans = [[s for n in names for s in chunks[(r, n)]] for r in rows]
+                found = self._run(
+                    "relations", model, rows, errors, [docs[r][obj] for r in rows], spans
+                )
+                for row, relations in found.items():
+                    ids = [e["id"] for n in names for e in entities[(row, n)]]
+                    items.setdefault(row, []).extend(
+                        relation_item(ids[a], ids[b], label, source)
+                        for a, b, label in relations
+                        if label in offered
+                    )
+        return items
 
     def _choice_item(
         self, control: ChoicesControl, row: int, outputs: dict[tuple[str, str, str], dict[int, Any]]
@@ -163,6 +242,19 @@ class Pipeline:
         """One prediction per task, in order; a task that cannot be annotated carries its error."""
         texts, errors = self._texts(tasks)
         outputs = self._model_outputs(texts, errors)
+        docs = [{obj: Sentences(text) for obj, text in row.items()} for row in texts]
+        chunks: dict[tuple[int, str], list[Span]] = {}
+        entities: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for row in (r for r, err in enumerate(errors) if err is None):
+            for control in self.controls:
+                doc = docs[row][control.to_name]
+                kept = self._chunks(control, doc, row, outputs)
+                chunks[(row, control.name)] = kept
+                entities[(row, control.name)] = [
+                    span_item(control.name, control.to_name, doc.text, s) for s in kept
+                ]
+        statuses = self._assertion_items(docs, entities, chunks, errors)
+        relations = self._relation_items(docs, entities, chunks, errors)
         version = self.config.hash
         predictions = []
         for row, task in enumerate(tasks):
@@ -170,12 +262,12 @@ class Pipeline:
             if errors[row] is not None:
                 predictions.append(TaskPrediction(task_id, version, error=errors[row]))
                 continue
-            result = []
-            for control in self.controls:
-                result += self._span_items(control, texts[row][control.to_name], row, outputs)
+            result = [item for c in self.controls for item in entities[(row, c.name)]]
+            result += statuses.get(row, [])
             for choice in self.choices:
                 item = self._choice_item(choice, row, outputs)
                 if item is not None:
                     result.append(item)
+            result += relations.get(row, [])
             predictions.append(TaskPrediction(task_id, version, result))
         return predictions

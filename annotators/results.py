@@ -37,6 +37,44 @@ def span_item(from_name: str, to_name: str, text: str, span: Span) -> dict[str, 
     }
 
 
+def assertion_item(
+    entity: dict[str, Any], status: str, confidence: float | None, source: Source
+) -> dict[str, Any]:
+    """The status of an entity: a second `labels` item on the same span (as Generative AI
+    Lab shows assertion labels), whose provenance names the entity item it qualifies."""
+    value = entity["value"]
+    return {
+        "id": item_id(entity["from_name"], value["start"], value["end"], status),
+        "from_name": entity["from_name"],
+        "to_name": entity["to_name"],
+        "type": "labels",
+        "origin": "prediction",
+        "value": {
+            "start": value["start"],
+            "end": value["end"],
+            "text": value["text"],
+            "labels": [status],
+            "confidence": confidence,
+        },
+        "score": confidence,
+        "provenance": source.as_json() | {"assertion_of": entity["id"]},
+    }
+
+
+def relation_item(from_id: str, to_id: str, label: str, source: Source) -> dict[str, Any]:
+    """A Label Studio relation between two span items of the same prediction."""
+    return {
+        "id": item_id("relation", from_id, to_id, label),
+        "type": "relation",
+        "from_id": from_id,
+        "to_id": to_id,
+        "direction": "right",
+        "labels": [label],
+        "origin": "prediction",
+        "provenance": source.as_json(),
+    }
+
+
 def choices_item(
     from_name: str, to_name: str, choices: list[str], confidence: float, source: Source
 ) -> dict[str, Any]:

@@ -1,23 +1,56 @@
 """Model runtimes: the small plugin interface every model framework implements.
 
-A runtime loads one hub model once per process and annotates a batch of texts. spaCy is
-built in; other frameworks (Spark NLP, transformers) register a runtime class under the
+A runtime loads one hub model once per process and annotates a batch of texts. Built in:
+spaCy (NER, classification), ConText (assertion status from a lexicon) and rule relations;
+other frameworks (Spark NLP, transformers) register a runtime class under the
 `preannotate.runtimes` entry-point group with the runtime name their manifests use.
 """
 
+import json
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
+from preannotate.annotators.context import ContextModel
+from preannotate.annotators.relations import Relation, RuleRelations
+from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Source, Span
+from preannotate.configs.errors import validation_problems
+from preannotate.configs.project import ProjectConfig
+from preannotate.configs.relations import RelationRule
+from preannotate.configs.textfiles import read_text
 from preannotate.hub.catalog import HubError, HubModel
+
+LEXICON_FILE = "lexicon.json"
+RULES_FILE = "rules.json"
 
 
 class ModelRuntime:
-    """Base class: override the methods for the kinds of model the runtime can serve."""
+    """Base class: override the methods for the kinds of model the runtime can serve, and
+    list those kinds in KINDS so that a configuration it cannot serve is refused up front."""
+
+    KINDS: frozenset[str] = frozenset()
 
     def __init__(self, model: HubModel):
         self.model = model
         self.source = Source("model", model.name, model.manifest.version)
+
+    def configure(self, project: ProjectConfig) -> None:
+        """Read what a project adds to the model (relation rules); nothing by default."""
+
+    def assertions(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[str | None]]:
+        """A status (or None) for each chunk of each document."""
+        raise HubError(f"the {self.model.manifest.runtime} runtime cannot run assertion models")
+
+    def relations(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[Relation]]:
+        """`(from chunk index, to chunk index, relation)` for each document."""
+        raise HubError(f"the {self.model.manifest.runtime} runtime cannot run relation models")
 
     def entities(self, texts: Sequence[str]) -> list[list[Span]]:
         """Whole entities (chunks, not token pieces) for each text."""
@@ -30,6 +63,8 @@ class ModelRuntime:
 
 class SpacyRuntime(ModelRuntime):
     """spaCy pipelines: only the components the model's kind needs run, batched by nlp.pipe."""
+
+    KINDS = frozenset({"ner", "classification"})
 
     WANTED = {"ner": {"ner"}, "classification": {"textcat", "textcat_multilabel"}}
     BATCH_SIZE = 64
@@ -63,7 +98,67 @@ class SpacyRuntime(ModelRuntime):
         return [dict(doc.cats) for doc in self.nlp.pipe(texts, batch_size=self.BATCH_SIZE)]
 
 
-BUILTIN_RUNTIMES: dict[str, type[ModelRuntime]] = {"spacy": SpacyRuntime}
+def _data_file(model: HubModel, name: str) -> Path:
+    """A data file of a model whose folder holds the model itself (a lexicon, rules)."""
+    if model.folder is None or not (model.folder / name).is_file():
+        raise HubError(f"model '{model.name}' has no {name} in its folder")
+    return model.folder / name
+
+
+class ContextRuntime(ModelRuntime):
+    """The ConText algorithm over the lexicon in the model folder (`annotators/context.py`)."""
+
+    KINDS = frozenset({"assertion"})
+
+    def __init__(self, model: HubModel):
+        super().__init__(model)
+        try:
+            self.context = ContextModel.load(_data_file(model, LEXICON_FILE), model.manifest.labels)
+        except ValueError as exc:
+            raise HubError(f"model '{model.name}': {exc}") from None
+
+    def assertions(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[str | None]]:
+        return [
+            [self.context.status(doc.text, c.start, c.end, doc) for c in spans]
+            for doc, spans in zip(docs, chunks, strict=True)
+        ]
+
+
+RULE_LIST = TypeAdapter(list[RelationRule])
+
+
+class RuleRelationRuntime(ModelRuntime):
+    """Declarative relation rules: the model folder's, then the project's."""
+
+    KINDS = frozenset({"relation"})
+
+    def __init__(self, model: HubModel):
+        super().__init__(model)
+        file = _data_file(model, RULES_FILE)
+        try:
+            rules = RULE_LIST.validate_python(json.loads(read_text(file)))
+        except json.JSONDecodeError as exc:
+            raise HubError(f"{file} is not valid JSON: {exc}") from None
+        except ValidationError as exc:
+            raise HubError("; ".join(validation_problems(exc, str(file)))) from None
+        self.rules = RuleRelations(rules)
+
+    def configure(self, project: ProjectConfig) -> None:
+        self.rules = RuleRelations([*self.rules.rules, *project.relation_rules])
+
+    def relations(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[Relation]]:
+        return [self.rules.find(doc, spans) for doc, spans in zip(docs, chunks, strict=True)]
+
+
+BUILTIN_RUNTIMES: dict[str, type[ModelRuntime]] = {
+    "spacy": SpacyRuntime,
+    "context": ContextRuntime,
+    "relation_rules": RuleRelationRuntime,
+}
 
 
 def load_runtime(model: HubModel) -> ModelRuntime:

@@ -54,6 +54,7 @@ def _ner_data(
     if not controls:
         raise ConfigError(["NER training needs a <Labels> control in the labeling config"])
     offered = {lab.value for c in controls.values() for lab in c.labels if not lab.assertion}
+    statuses = {lab.value for c in controls.values() for lab in c.labels if lab.assertion}
     fields = {o.name: o.value for o in labeling.objects}
     data = TrainingData("ner", sorted(offered))
     problems = []
@@ -65,6 +66,8 @@ def _ner_data(
                 continue
             value = item.get("value", {})
             for label in value.get("labels", []):
+                if label in statuses:  # an assertion status qualifies an entity, it is none
+                    continue
                 if label not in offered:
                     problems.append(
                         f"the completion of task {task_id} uses the label '{label}', "

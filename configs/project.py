@@ -12,12 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from preannotate.configs.errors import ConfigError, validation_problems
+from preannotate.configs.relations import RelationRule
+from preannotate.configs.textfiles import read_text
 
 
 class Autoscaling(BaseModel):
     """Ray Serve autoscaling; `min_replicas=0` scales an idle server to zero (frees tokens)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_replicas: int = Field(0, ge=0)
     max_replicas: int = Field(2, ge=1)
@@ -27,7 +29,7 @@ class Autoscaling(BaseModel):
 class Resources(BaseModel):
     """Per-replica needs; unset values are summed from the hub manifests of its models."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_cpus: float | None = Field(None, ge=0)
     num_gpus: float | None = Field(None, ge=0)
@@ -44,7 +46,7 @@ class Resources(BaseModel):
 
 
 class ProjectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
     labeling_config: str = Field(min_length=1, description="labeling config XML")
@@ -52,6 +54,9 @@ class ProjectConfig(BaseModel):
     allow_mixed_embeddings: bool = False
     prefer: Literal["model", "rule"] = Field(
         "model", description="which source wins between overlapping spans of equal length"
+    )
+    relation_rules: list[RelationRule] = Field(
+        default_factory=list, description="rules a rule relation model adds to its own"
     )
     resources: Resources = Resources()
 
@@ -62,9 +67,9 @@ def load_project_config(path: Path) -> ProjectConfig:
     if not path.is_file():
         raise ConfigError([f"{path} does not exist"])
     if path.suffix.lower() == ".xml":
-        return ProjectConfig(name=path.stem, labeling_config=path.read_text())
+        return ProjectConfig(name=path.stem, labeling_config=read_text(path, xml=True))
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{path} is not valid JSON: {exc}"]) from None
     if not isinstance(data, dict):
@@ -74,7 +79,7 @@ def load_project_config(path: Path) -> ProjectConfig:
         xml_file = (path.parent / xml).resolve()
         if not xml_file.is_relative_to(path.parent.resolve()) or not xml_file.is_file():
             raise ConfigError([f"{path}: labeling_config '{xml}' is not a file next to it"])
-        data = {**data, "labeling_config": xml_file.read_text()}
+        data = {**data, "labeling_config": read_text(xml_file, xml=True)}
     return parse_project_config(data, str(path))
 
 

@@ -22,15 +22,12 @@ class HubError(ValueError):
 @dataclass(frozen=True)
 class HubModel:
     manifest: ModelManifest
-    folder: Path | None  # None for built-ins, which load from an installed package
+    folder: Path | None  # None for a built-in that loads from an installed package
+    builtin: bool = False
 
     @property
     def name(self) -> str:
         return self.manifest.name
-
-    @property
-    def builtin(self) -> bool:
-        return self.folder is None
 
     def weights_path(self) -> Path | None:
         """The folder holding the weights, checked to stay inside the model folder."""
@@ -89,12 +86,17 @@ def read_manifest(folder: Path) -> ModelManifest:
 
 
 def _builtin_models() -> list[HubModel]:
-    folder = resources.files("preannotate.hub") / "builtin"
-    return [
-        HubModel(ModelManifest.model_validate(json.loads(f.read_text())), None)
-        for f in sorted(folder.iterdir(), key=lambda f: f.name)
-        if f.name.endswith(".json")
-    ]
+    """Built-ins are a manifest file (the model is an installed package) or a model folder
+    shipped with this package (the model is data in it, such as a lexicon or rules)."""
+    root = Path(str(resources.files("preannotate.hub") / "builtin"))
+    models = []
+    for entry in sorted(root.iterdir(), key=lambda f: f.name):
+        if entry.name.endswith(".json"):
+            manifest = ModelManifest.model_validate(json.loads(entry.read_text()))
+            models.append(HubModel(manifest, None, builtin=True))
+        elif (entry / MANIFEST_FILE).is_file():
+            models.append(HubModel(read_manifest(entry), entry, builtin=True))
+    return models
 
 
 class Hub:

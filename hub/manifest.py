@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 ModelKind = Literal["ner", "classification", "assertion", "relation", "visual_ner"]
 LicenseScope = Literal["open", "healthcare", "finance", "legal"]
 MANIFEST_FILE = "manifest.json"
+NO_EMBEDDINGS = "none"
+"""The embeddings of a model built on none (a lexicon, rules): it combines with any model."""
 
 
 class ModelResources(BaseModel):

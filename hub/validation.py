@@ -1,8 +1,10 @@
 """Turn a project configuration into a validated one, or explain every problem at once.
 
 The rules follow what annotation teams already know from Generative AI Lab: at most five
-models, one assertion model, labels must be predictable by the model they name, and models
-built on different embeddings do not mix unless the configuration opts in.
+models of every kind, one assertion model, labels and relations must be predictable by the
+model they name, relations join labels a control offers, and models built on different
+embeddings do not mix unless the configuration opts in (models built on none, such as
+lexicons and rules, mix with any).
 """
 
 import hashlib
@@ -14,9 +16,11 @@ from preannotate.configs.labeling import Label, LabelingConfig, parse_labeling_c
 from preannotate.configs.project import ProjectConfig
 from preannotate.configs.rules import Rule, RuleLibrary, parse_rule
 from preannotate.hub.catalog import Hub, HubError
-from preannotate.hub.manifest import ModelManifest
+from preannotate.hub.manifest import NO_EMBEDDINGS, ModelManifest
 
 MAX_MODELS = 5
+RULE_RELATION_RUNTIME = "relation_rules"
+"""Models on this runtime also predict the relations of the project's `relation_rules`."""
 CONTROL_KINDS = {"labels": {"ner"}, "rectanglelabels": {"ner", "visual_ner"}}
 
 
@@ -68,12 +72,16 @@ def config_hash(
         control["choices"].sort()
     for key in ("objects", "labels", "choices"):
         canonical[key].sort(key=lambda item: item.get("name", ""))
+    for control in canonical["relations"]:
+        control["relations"].sort(key=lambda rel: rel["value"])
+    canonical["relations"].sort(key=lambda control: json.dumps(control, sort_keys=True))
     payload = {
         "labeling": canonical,
         "models": {name: m.version for name, m in sorted(models.items())},
         "rules": sorted((r.model_dump() for r in rules), key=lambda r: r["name"]),
         "allow_mixed_embeddings": project.allow_mixed_embeddings,
         "prefer": project.prefer,
+        "relation_rules": [r.model_dump() for r in project.relation_rules],
         "resources": project.resources.model_dump(),
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -167,13 +175,17 @@ def _check_models(
                     f"{where}: model '{control.model}' does not predict {', '.join(missing)} "
                     f"(its classes: {', '.join(manifest.labels)})"
                 )
+    ruled = {r.relation for r in project.relation_rules}
     for control in labeling.relations:
         for relation in control.relations:
-            check(
-                f'<Relation value="{relation.value}">', relation.model, {"relation"}, relation.value
-            )
+            where = f'<Relation value="{relation.value}">'
+            manifest = models.get(relation.model or "")
+            if manifest and manifest.runtime == RULE_RELATION_RUNTIME and relation.value in ruled:
+                check(where, relation.model, {"relation"}, None)
+            else:
+                check(where, relation.model, {"relation"}, relation.value)
 
-    embeddings = {m.embeddings for m in models.values()}
+    embeddings = {m.embeddings for m in models.values()} - {NO_EMBEDDINGS}
     if len(embeddings) > 1 and not project.allow_mixed_embeddings:
         detail = ", ".join(f"{n} ({m.embeddings})" for n, m in models.items())
         problems.append(
@@ -181,6 +193,35 @@ def _check_models(
             "set allow_mixed_embeddings to true to load each model's embeddings separately"
         )
     return models, problems
+
+
+def _check_relations(labeling: LabelingConfig, project: ProjectConfig) -> list[str]:
+    """Relations join entity chunks: a relation rule must join labels a text `<Labels>`
+    offers and give a relation a `<Relation>` offers."""
+    problems = []
+    entity_labels = {
+        lab.value
+        for c in labeling.labels
+        if c.kind == "labels"
+        for lab in c.labels
+        if not lab.assertion
+    }
+    offered = {r.value for c in labeling.relations for r in c.relations}
+    if labeling.relations and not entity_labels:
+        problems.append("<Relations> needs a <Labels> control on text whose chunks it joins")
+    for rule in project.relation_rules:
+        missing = [x for x in (rule.from_label, rule.to_label) if x not in entity_labels]
+        if missing:
+            problems.append(
+                f"{rule.describe()} joins {', '.join(repr(m) for m in missing)}, which no "
+                "<Labels> in the labeling config offers"
+            )
+        if rule.relation not in offered:
+            problems.append(
+                f"{rule.describe()} gives '{rule.relation}', which no <Relation> in the "
+                f'labeling config offers; add <Relation value="{rule.relation}" model="..."/>'
+            )
+    return problems
 
 
 def _resolve_rules(
@@ -227,7 +268,7 @@ def validate_config(
     problems = _check_controls(labeling)
     models, model_problems = _check_models(labeling, project, hub)
     rules, rule_problems = _resolve_rules(project, labeling, library)
-    problems += model_problems + rule_problems
+    problems += model_problems + rule_problems + _check_relations(labeling, project)
     if not labeling.objects:
         problems.append("the labeling config has no object tag (<Text>, <HyperText> or <Image>)")
     if problems:

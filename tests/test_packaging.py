@@ -109,8 +109,8 @@ def test_wheel_carries_package_data(names: list[str]) -> None:
     """The example projects and the built-in Models Hub entries are read at run time."""
     builtin = sorted(n for n in names if n.startswith("preannotate/hub/builtin/"))
     assert builtin == [
-        f"preannotate/hub/builtin/{path.name}"
-        for path in sorted((ROOT / "hub" / "builtin").glob("*.json"))
+        f"preannotate/hub/builtin/{path.relative_to(ROOT / 'hub' / 'builtin').as_posix()}"
+        for path in sorted((ROOT / "hub" / "builtin").glob("**/*.json"))
     ]
     assert builtin != []
     examples = {

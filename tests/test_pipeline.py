@@ -156,6 +156,7 @@ def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_models_the_pipeline_cannot_run_are_refused(make_model) -> None:
+    """An assertion model on the spaCy runtime validates, but no runtime here can serve it."""
     from preannotate.hub.catalog import HubError
 
     make_model(
@@ -164,5 +165,38 @@ def test_models_the_pipeline_cannot_run_are_refused(make_model) -> None:
     config = validate_config(
         project(labels_xml(*NER, 'value="Absent" assertion="true" model="assert_a"'))
     )
-    with pytest.raises(HubError, match=r"cannot run 'assert_a' \(assertion\) models yet"):
+    with pytest.raises(
+        HubError, match=r"cannot run 'assert_a' \(assertion\) models on the spacy runtime yet"
+    ):
         Pipeline(config)
+
+
+def test_pipeline_order_chunks_then_assertion_then_relations() -> None:
+    """Assertion and relations see the chunks that survived overlap resolution, and one
+    prediction holds entities, then statuses, then relations."""
+    xml = labels_xml(
+        'value="DRUG"',
+        'value="DOSAGE"',
+        'value="Absent" assertion="true" model="assertion_context_en"',
+        'value="Present" assertion="true" model="assertion_context_en"',
+        extra='<Relations><Relation value="dosage_of" model="relation_rules_en"/></Relations>',
+    )
+    rules = [
+        {
+            "name": "d",
+            "label": "DRUG",
+            "kind": "dictionary",
+            "dictionary": {"insulin": [], "insulin glargine": []},
+        },
+        {"name": "n", "label": "DOSAGE", "kind": "regex", "regex": "\\d+ units"},
+    ]
+    pipeline = Pipeline(validate_config(project(xml, rules=rules)))
+    [prediction] = pipeline.annotate([{"data": {"text": "No insulin glargine 10 units tonight."}}])
+    result = prediction.as_json()["result"]
+    assert [i["type"] for i in result] == ["labels"] * 4 + ["relation"]
+    drug, dose, drug_status, dose_status, relation = result
+    assert (drug["value"]["text"], dose["value"]["text"]) == ("insulin glargine", "10 units")
+    assert drug_status["value"]["labels"] == ["Absent"]
+    assert drug_status["provenance"]["assertion_of"] == drug["id"]
+    assert dose_status["provenance"]["assertion_of"] == dose["id"]
+    assert (relation["from_id"], relation["to_id"]) == (drug["id"], dose["id"])

@@ -88,7 +88,8 @@ def test_excluded_context_of_the_previous_sentence_keeps_the_drug() -> None:
     config = validate_config(load_project_config(EXAMPLES / "posology" / "project.json"))
     text = "Patient is allergic to amoxicillin. Prescribed ibuprofen 400 mg PO as needed for pain."
     [prediction] = Pipeline(config).annotate([{"id": 2, "data": {"text": text}}])
-    drugs = [i["value"]["text"] for i in prediction.result if i["value"]["labels"] == ["DRUG"]]
+    spans = [i["value"] for i in prediction.result if i["type"] == "labels"]
+    drugs = [v["text"] for v in spans if v["labels"] == ["DRUG"]]
     assert drugs == ["ibuprofen"]
 
 
