@@ -7,16 +7,41 @@ from sqlalchemy.exc import IntegrityError
 
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import AlreadyExists
-from preannotate.store.models import Project, ProjectConfigVersion
+from preannotate.store.models import Membership, Project, ProjectConfigVersion, Role, User
 
 
 class ProjectOps(Database):
-    def create_project(self, name: str) -> Project:
-        """A new, empty project; names are unique so users and the CLI can refer by name."""
+    def create_project(
+        self,
+        name: str,
+        *,
+        owner_id: int | None = None,
+        config: tuple[dict[str, Any], str] | None = None,
+    ) -> Project:
+        """A new project; names are unique so users and the CLI can refer by name.
+
+        With `owner_id` the user becomes its Owner, with `config` (a configuration and its
+        hash) that is its first configuration version: one transaction, so a project
+        exists complete or not at all, and a refused configuration never takes its name.
+        """
         try:
             with self._write() as session:
+                if owner_id is not None:
+                    get_or_raise(session, User, owner_id)
                 project = Project(name=name)
                 session.add(project)
+                session.flush()  # the project's id, for the rows that refer to it
+                if owner_id is not None:
+                    session.add(
+                        Membership(user_id=owner_id, project_id=project.id, role=Role.OWNER.value)
+                    )
+                if config is not None:
+                    data, config_hash = config
+                    session.add(
+                        ProjectConfigVersion(
+                            project_id=project.id, version=1, config=data, config_hash=config_hash
+                        )
+                    )
         except IntegrityError:
             raise AlreadyExists(f"a project named {name!r} already exists") from None
         return project

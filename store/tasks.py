@@ -52,14 +52,18 @@ class TaskSummary:
 
 class TaskOps(Database):
     def import_tasks(
-        self, project_id: int, source: TaskSource, fmt: TaskFormat | None = None
+        self,
+        project_id: int,
+        source: TaskSource,
+        fmt: TaskFormat | None = None,
+        name: str | None = None,
     ) -> AddedTasks:
-        """Import a JSON, JSONL or CSV file (see `tasks_io.read_task_records`), all or
-        nothing: one transaction, so a bad task (named by its line or position) leaves the
-        project as it was. Rows are inserted in chunks as the file is read, so a large JSONL
-        or CSV file never sits in memory. Tasks that carry `completions` (or `annotations`)
-        get them as completions."""
-        return self._insert_tasks(project_id, read_task_records(source, fmt))
+        """Import a JSON, JSONL or CSV file (see `tasks_io.read_task_records`; errors call
+        it `name`), all or nothing: one transaction, so a bad task (named by its line or
+        position) leaves the project as it was. Rows are inserted in chunks as the file is
+        read, so a large JSONL or CSV file never sits in memory. Tasks that carry
+        `completions` (or `annotations`) get them as completions."""
+        return self._insert_tasks(project_id, read_task_records(source, fmt, name))
 
     def _insert_tasks(self, project_id: int, records: Iterable[dict[str, Any]]) -> AddedTasks:
         count, first_id, last_id = 0, None, None

@@ -2,18 +2,21 @@
 
 Readers are generators that validate as they go and name the line (or list item) of the
 first bad task; the store consumes them inside one transaction, so a bad file imports
-nothing. Export shapers turn one task's rows into the Generative AI Lab or Label Studio
+nothing. A task must be standard JSON (`standard_json`): a lone surrogate or a byte that is
+not UTF-8 is refused here, naming its line, rather than stored to fail every page that
+holds it. Export shapers turn one task's rows into the Generative AI Lab or Label Studio
 JSON layout, one task at a time, so an export never holds a whole project in memory.
 """
 
 import csv
-import json
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from preannotate.store import standard_json
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Task
 
@@ -35,16 +38,29 @@ _DOCUMENT_KEYS = ("image", "pdf")
 
 TaskSource = str | os.PathLike[str] | IO[str]
 
+_TEXT: dict[str, Any] = {"encoding": "utf-8-sig", "errors": "surrogateescape", "newline": ""}
+"""How task files are decoded: BOM-tolerant, as spreadsheets write one; a byte that is not
+UTF-8 becomes a lone surrogate, which the task's check then refuses, naming its line."""
+
+
+def text_stream(binary: IO[bytes]) -> IO[str]:
+    """A task file's bytes (an upload) as the text the readers take."""
+    return io.TextIOWrapper(binary, **_TEXT)
+
 
 def task_data(item: Any, where: str) -> dict[str, Any]:
     """The `data` of one task given as `{"data": {...}}`, `{"id": .., "data": {...}}` or flat.
 
-    A task must carry a document: non-empty `text`, or an `image` / `pdf` reference.
-    The `id` of a file's task is not kept: the store numbers tasks itself, so importing
-    the same file into two projects cannot collide.
+    A task must carry a document: non-empty `text`, or an `image` / `pdf` reference, and
+    be standard JSON throughout (its completions too). The `id` of a file's task is not
+    kept: the store numbers tasks itself, so importing the same file into two projects
+    cannot collide.
     """
     if not isinstance(item, dict):
         raise InvalidInput(f"{where}: a task must be a JSON object, not {type(item).__name__}")
+    problem = standard_json.problem(item)
+    if problem is not None:
+        raise InvalidInput(f"{where}: {problem}")
     data = item["data"] if isinstance(item.get("data"), dict) else item
     text = data.get("text")
     if isinstance(text, str) and text.strip():
@@ -55,16 +71,17 @@ def task_data(item: Any, where: str) -> dict[str, Any]:
 
 
 def read_task_records(
-    source: TaskSource, fmt: TaskFormat | None = None
+    source: TaskSource, fmt: TaskFormat | None = None, name: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """Tasks from a JSON, JSONL or CSV file (a path, or an open text stream) as records:
     `{"id", "data"}`, plus `completions` (a list of results) where the file has human
     annotations. `id` is the file's own (the position, from 1, where it has none).
 
-    The format comes from the file name's suffix unless `fmt` is given. JSONL and CSV are
-    read line by line; a JSON file is one list and is parsed whole.
+    Errors name the file as `name` (default: its path, or the stream's name). The format
+    comes from that name's suffix unless `fmt` is given. JSONL and CSV are read line by
+    line; a JSON file is one list and is parsed whole.
     """
-    name = _source_name(source)
+    name = name or _source_name(source)
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(Path(name).suffix.lower())
         if fmt is None:
@@ -78,8 +95,11 @@ def read_task_records(
 def _read(
     source: TaskSource, name: str, reader: Callable[[IO[str], str], Iterator[dict[str, Any]]]
 ) -> Iterator[dict[str, Any]]:
-    with _open(source) as stream:
-        yield from reader(stream, name)
+    try:
+        with _open(source) as stream:
+            yield from reader(stream, name)
+    except UnicodeDecodeError as error:  # a caller's stream that decodes strictly
+        raise InvalidInput(f"{name}: not UTF-8 text ({error.reason})") from None
 
 
 def _source_name(source: TaskSource) -> str:
@@ -89,17 +109,14 @@ def _source_name(source: TaskSource) -> str:
 
 
 def _open(source: TaskSource) -> AbstractContextManager[IO[str]]:
-    """Open a path (BOM-tolerant, as spreadsheets write one); leave a caller's stream open."""
+    """Open a path as `_TEXT` says; leave a caller's stream open."""
     if isinstance(source, str | os.PathLike):
-        return open(source, encoding="utf-8-sig", newline="")
+        return open(source, **_TEXT)
     return nullcontext(source)
 
 
 def _read_json(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
-    try:
-        items = json.load(stream)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"{name} line {error.lineno}: not valid JSON ({error.msg})") from None
+    items = standard_json.loads(stream.read(), name)
     if not isinstance(items, list):
         raise InvalidInput(f"{name}: expected a JSON list of tasks, not {type(items).__name__}")
     for number, item in enumerate(items, start=1):
@@ -131,10 +148,7 @@ def _read_jsonl(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InvalidInput(f"{name} line {number}: not valid JSON ({error.msg})") from None
+        item = standard_json.loads(line, name, line=number)
         position += 1
         yield _record(item, f"{name} line {number}", position)
 
