@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -107,6 +108,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 120):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url
+        self.token = token
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
     @classmethod
@@ -141,6 +143,15 @@ class Client:
         """A new user (admins only); the answer holds its API token, shown only this once."""
         return self._call("POST", "/users", json={"name": name, "is_admin": is_admin})
 
+    def delete_user(self, user_id: int) -> Json:
+        """Delete a user (admins only): their tokens and roles are revoked at once."""
+        return self._call("DELETE", f"/users/{user_id}")
+
+    def rotate_token(self, user_id: int) -> Json:
+        """A new token for a user (yourself, or anyone for admins), shown only this once;
+        the user's earlier tokens stop working: `{user_id, token}`."""
+        return self._call("POST", f"/users/{user_id}/tokens")
+
     # -- projects ------------------------------------------------------------------------
 
     def create_project(self, config: Json) -> Json:
@@ -171,11 +182,15 @@ class Client:
             "PUT", f"/projects/{project_id}/members", json={"user_id": user_id, "role": role}
         )
 
+    def remove_member(self, project_id: int, user_id: int) -> Json:
+        """Take a user's role in a project away (Owners and admins)."""
+        return self._call("DELETE", f"/projects/{project_id}/members/{user_id}")
+
     # -- tasks ---------------------------------------------------------------------------
 
     def import_tasks(self, project_id: int, path: Path) -> Json:
         """Upload a task file as it is, streamed from disk so its size does not matter here:
-        `{count, first_id, last_id}`."""
+        `{count, first_id, last_id}`. Its name goes along, so errors name the file."""
         fmt = task_format(path)
         with Path(path).open("rb") as body:
             return self._call(
@@ -183,7 +198,10 @@ class Client:
                 f"/projects/{project_id}/tasks",
                 params={"format": fmt},
                 content=body,
-                headers={"Content-Type": CONTENT_TYPES[fmt]},
+                headers={
+                    "Content-Type": CONTENT_TYPES[fmt],
+                    "Content-Disposition": f"attachment; filename*=UTF-8''{quote(Path(path).name)}",
+                },
             )
 
     def tasks(self, project_id: int, after_id: int = 0, limit: int = 100) -> Json:

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from preannotate.client import kept_token
 from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
 from preannotate.client.console import USER_ERROR, err, error, out, user_errors
 from preannotate.configs.project import load_project_config
@@ -41,7 +42,7 @@ projects_app = typer.Typer(help="Projects on the cluster.", no_args_is_help=True
 tasks_app = typer.Typer(help="Tasks of a project.", no_args_is_help=True)
 servers_app = typer.Typer(help="Pre-annotation servers (the Clusters page).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Bulk pre-annotation and training jobs.", no_args_is_help=True)
-users_app = typer.Typer(help="Users and their API tokens (admins only).", no_args_is_help=True)
+users_app = typer.Typer(help="Users and their API tokens.", no_args_is_help=True)
 members_app = typer.Typer(help="Who may work on a project, and how.", no_args_is_help=True)
 models_app = typer.Typer(help="Models and their trained versions.", no_args_is_help=True)
 commands = typer.Typer()
@@ -84,6 +85,7 @@ Url = Annotated[
 ]
 Token = Annotated[str | None, typer.Option(envvar=TOKEN_ENV, help="API token")]
 ProjectRef = Annotated[str, typer.Argument(help="project id or name")]
+UserId = Annotated[int, typer.Argument(help="user id, as `users create` printed it")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 
 
@@ -201,14 +203,53 @@ def users_create(
     _say(f"token (shown only once): {user['token']}")
 
 
+@users_app.command("delete")
+def users_delete(user_id: UserId, url: Url = None, token: Token = None) -> None:
+    """Delete a user: their tokens and roles are revoked at once (admins only)."""
+    with connected(url, token) as client:
+        user = client.delete_user(user_id)
+    _say(f"deleted user {user['id']} {user['name']}")
+
+
+@users_app.command("rotate-token")
+def users_rotate_token(
+    user_id: Annotated[
+        int | None, typer.Argument(help="user id (default: yours; admins: anyone's)")
+    ] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Give a user a new API token and revoke their earlier ones; where this machine kept
+    the old one (for `up` and the local CLI), the new one replaces it."""
+    with connected(url, token) as client:
+        target = client.me()["id"] if user_id is None else user_id
+        rotated = client.rotate_token(target)
+        kept = client.token is not None and kept_token.replace(client.token, rotated["token"])
+    _say(f"new token of user {target} (shown only once; the earlier ones are revoked):")
+    _say(rotated["token"])
+    if kept:
+        _say("it replaces the old one kept on this machine", err)
+
+
 @members_app.command("set")
 def members_set(
-    project: ProjectRef, user_id: int, role: Role, url: Url = None, token: Token = None
+    project: ProjectRef, user_id: UserId, role: Role, url: Url = None, token: Token = None
 ) -> None:
     """Give a user a role in a project (replacing the one it had)."""
     with connected(url, token) as client:
         member = client.set_member(client.resolve_project(project), user_id, role.value)
     _say(f"user {member['user_id']} is {member['role']} of project {member['project_id']}")
+
+
+@members_app.command("remove")
+def members_remove(
+    project: ProjectRef, user_id: UserId, url: Url = None, token: Token = None
+) -> None:
+    """Take a user's role in a project away, from their next request on."""
+    with connected(url, token) as client:
+        project_id = client.resolve_project(project)
+        client.remove_member(project_id, user_id)
+    _say(f"user {user_id} has no role in project {project_id} any more")
 
 
 # -- servers -------------------------------------------------------------------------------

@@ -4,30 +4,45 @@ Routes live in `deployments/routes/`, one module per resource; this module build
 maps the errors a caller can fix to 4xx with a message, and holds the Serve deployment.
 No route runs store, hub, file or Ray work on the event loop (`routes/context.py` says
 how), so a large import or a slow deploy never stalls interactive predictions.
+
+Every error answer is JSON `{"detail": "<message>"}`: a request that fails validation
+gets each problem named by its place (never an echo of the input, which may not even be
+JSON), and an error nobody foresaw a 500 whose cause goes to the router's log, not to the
+caller. The API docs (`/docs`, `/redoc`) load Swagger UI and ReDoc from files installed
+with the package, so they work on a cluster without internet access.
 """
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from ray import serve
 
 from preannotate.configs.errors import ConfigError
-from preannotate.deployments.routes import jobs, projects, servers, tasks
+from preannotate.deployments.pages import site
+from preannotate.deployments.routes import jobs, label_studio, projects, servers, tasks
 from preannotate.deployments.routes.context import Context, install
 from preannotate.deployments.routes.servers import ServerNotReady
 from preannotate.hub.catalog import Hub, HubError
 from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound, Store
 
-api = FastAPI(
+api = FastAPIOffline(
     title="preannotate",
     summary="Pre-annotation servers on Ray Serve: deploy project configurations, pre-annotate.",
     version="0.1.0",
+    # No badge from the online validator: it would send the spec's address out.
+    swagger_ui_parameters={"validatorUrl": None},
 )
 for module in (projects, servers, tasks, jobs):
     api.include_router(module.router)
+api.include_router(label_studio.router)  # /ml/...: Label Studio's ML backend protocol
+api.include_router(site.router)  # /ui/...: the web pages
+
+UNEXPECTED = "internal error; the router's log has its cause under this answer's X-Request-Id"
 
 STATUS_OF_ERROR: dict[type[Exception], int] = {
     ServerNotReady: 503,
@@ -62,6 +77,19 @@ async def _known_error(_: Request, exc: Exception) -> JSONResponse:
 
 for _kind in STATUS_OF_ERROR:
     api.add_exception_handler(_kind, _known_error)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return JSONResponse({"detail": "; ".join(problems), "problems": problems}, status_code=422)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette would answer in plain text. After this answer it raises the error on, and
+    Serve logs it with its traceback and request id in the router replica's log."""
+    return JSONResponse({"detail": UNEXPECTED}, status_code=500)
 
 
 @serve.deployment(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200)

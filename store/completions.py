@@ -1,14 +1,15 @@
 """Completions: human annotations, possibly started as a copy of a prediction's result."""
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from sqlalchemy import func, select
 
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
-from preannotate.store.models import Completion, Prediction, Project, Task, User
+from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
+from preannotate.store.tasks_io import task_data
 
 
 class CompletionOps(Database):
@@ -47,6 +48,51 @@ class CompletionOps(Database):
             )
             session.add(completion)
         return completion
+
+    def complete_document(
+        self,
+        project_id: int,
+        data: dict[str, Any],
+        keys: Collection[str],
+        result: list[dict[str, Any]],
+        *,
+        created_by: int | None = None,
+    ) -> tuple[Completion, bool]:
+        """A completion with `result` for the project's task that holds the same document:
+        the first task whose data has the same values at `keys` (the fields the project's
+        configuration reads), or a new task with `data` when none has. Returns the
+        completion and whether its task is new.
+
+        Another tool's annotation finds its task this way, as the two tools number tasks
+        independently. One transaction, with the project locked, so two annotations of the
+        same new document make one task.
+        """
+        if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
+            raise InvalidInput("an annotation's result must be a list of objects")
+        document = {key: data[key] for key in keys if isinstance(data.get(key), str)}
+        with self._write() as session:
+            get_or_raise(session, Project, project_id, for_update=True)
+            task = None
+            if document:
+                query = select(Task).where(Task.project_id == project_id)
+                for key, value in document.items():
+                    query = query.where(Task.data[key].as_string() == value)
+                task = session.scalars(query.order_by(Task.id).limit(1)).first()
+            created = task is None
+            if task is None:
+                task = Task(project_id=project_id, data=task_data(data, "the annotated task"))
+                session.add(task)
+                session.flush()
+            now = utcnow()
+            completion = Completion(
+                task_id=task.id,
+                result=result,
+                created_by=created_by,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(completion)
+        return completion, created
 
     def completions_for_task(self, task_id: int) -> list[Completion]:
         with self._read() as session:

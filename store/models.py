@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
+    DDL,
     JSON,
     Column,
     Dialect,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -261,6 +263,9 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+    """A deleted user keeps its row, as completions name their author, but has no tokens
+    and no roles left; its name stays taken."""
 
 
 class ApiToken(Base):
@@ -284,3 +289,23 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     role: Mapped[str] = mapped_column(String(20))
+
+
+class AccessEpoch(Base):
+    """One row, counting revocations: a token revoked, a user deleted, a member removed.
+    What a router replica remembers about who may do what holds only while the count it
+    read stands, so one cheap read tells every replica that its cache is stale."""
+
+    __tablename__ = "access_epoch"
+    label = "access epoch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+
+
+ACCESS_EPOCH_ROW = 1
+event.listen(
+    AccessEpoch.__table__,
+    "after_create",
+    DDL(f"INSERT INTO access_epoch (id, value) VALUES ({ACCESS_EPOCH_ROW}, 0)"),
+)

@@ -1,34 +1,58 @@
-"""What every route needs: the store, the hub, the scheduler, and who is calling.
+"""What every route needs: the store, the hub, the scheduler, who is calling, ids.
 
-Roles (per project): Owners and Managers configure, deploy, delete servers, pre-annotate
-and train; Annotators read tasks and predictions and create completions. Admins may do
-everything. No token is 401, a token without the role is 403.
+Roles (per project): Owners and Managers configure, deploy, pre-annotate and train;
+Annotators read tasks and predictions and create completions. Admins may do everything.
+A server belongs to every project using it (`servers.py`): a role in any of them lets a
+user use it, managing it needs Owner or Manager in all of them. No token is 401, a token
+without the role is 403.
 
 The store, the hub and Ray calls block, and the router's event loop must never wait on
 them (an import of 100k tasks would stall every interactive prediction): routes that use
 them are plain `def` functions, which FastAPI runs in its thread pool, and so is
 `require_role`. Only what is cheap runs on the loop: `context` and a token found in the
-cache, the fast path of `current_user` that every interactive prediction takes.
+access cache, the fast path of `current_user` that every interactive prediction takes.
 """
 
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException
+from pydantic import BaseModel, Field
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
+from preannotate.deployments.routes.access_cache import AccessCache
 from preannotate.hub.catalog import Hub
 from preannotate.scheduler.actor import find_scheduler
 from preannotate.store import InvalidState, Role, Store
 from preannotate.store.models import User
 
-TOKEN_CACHE_S = 30.0
-TOKEN_CACHE_SIZE = 10_000
 MANAGE = {Role.OWNER.value, Role.MANAGER.value}
 READ = MANAGE | {Role.ANNOTATOR.value}
+MAX_ID = 2**63 - 1
+"""The largest value the database's integer columns hold."""
+Id = Annotated[int, Field(ge=1, le=MAX_ID, description="an id")]
+"""Every id a route takes, in its path, query or body: a larger one is a 422 that says so,
+not a database overflow."""
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+ERROR_MEANINGS = {
+    400: "bad input",
+    401: "no valid API token",
+    403: "the caller lacks the role this needs",
+    404: "not found",
+    409: "not possible in the current state",
+    503: "the server is still deploying or loading; retry shortly",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of the errors a route answers with, each `{"detail": ...}`."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
 
 
 @dataclass
@@ -37,38 +61,12 @@ class Context:
     hub: Hub
     handles: dict[str, DeploymentHandle] = field(default_factory=dict)
     """Handles of servers seen ready; dropped on delete or when a call finds them gone."""
-    users: dict[str, tuple[float, User | None]] = field(default_factory=dict)
-    """Token -> (when looked up, user): the interactive lane skips the database. Read on
-    the event loop and written from the thread pool, always under `users_lock`."""
-    users_lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held for one dict operation at a time, never around the store, so the loop never
-    waits on it for long."""
+    access: AccessCache = field(init=False)
+    """Who each token is and which servers users may use, so interactive predictions skip
+    the database; call `access.reread()` after a revocation."""
 
-    def _cached(self, token: str) -> tuple[float, User | None] | None:
-        """The cache entry of a token looked up less than TOKEN_CACHE_S ago."""
-        with self.users_lock:
-            entry = self.users.get(token)
-        return entry if entry and time.monotonic() - entry[0] <= TOKEN_CACHE_S else None
-
-    def known_user(self, token: str) -> User | None:
-        """The user of a token found in the cache, else None; never asks the store, so the
-        event loop may call it."""
-        entry = self._cached(token)
-        return entry[1] if entry else None
-
-    def user_for_token(self, token: str) -> User | None:
-        """The user of a token (None for an unknown one), from the cache or else the store:
-        it blocks, so call it off the event loop. Two threads missing the same token both
-        ask the store; the answers are the same, so the later write is harmless."""
-        entry = self._cached(token)
-        if entry is not None:
-            return entry[1]
-        user = self.store.user_for_token(token)
-        with self.users_lock:
-            if len(self.users) >= TOKEN_CACHE_SIZE:
-                self.users.clear()
-            self.users[token] = (time.monotonic(), user)
-        return user
+    def __post_init__(self) -> None:
+        self.access = AccessCache(self.store)
 
     @property
     def scheduler(self) -> Any:
@@ -96,12 +94,14 @@ async def current_user(
     ctx: Annotated[Context, Depends(context)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> User:
-    """The caller: a cached token is answered on the event loop, any other is looked up in
-    the store in the thread pool."""
+    """The caller: a cached token is answered on the event loop, any other (or any token
+    once the cache is due to re-read the access epoch) in the thread pool."""
     scheme, _, token = (authorization or "").partition(" ")
     user = None
     if scheme.lower() == "bearer" and token:
-        user = ctx.known_user(token) or await run_in_threadpool(ctx.user_for_token, token)
+        user = ctx.access.cached_user(token) or await run_in_threadpool(
+            ctx.access.user_for_token, token
+        )
     if user is None:
         raise HTTPException(
             401,
@@ -128,3 +128,8 @@ def require_role(ctx: Context, user: User, project_id: int, allowed: set[str]) -
         raise HTTPException(
             403, f"user '{user.name}' {has} in project {project_id}; this needs {needed}"
         )
+
+
+def caller_roles(ctx: Context, user: User) -> dict[int, str] | None:
+    """The caller's role in each project, or None for an admin, who sees everything."""
+    return None if user.is_admin else ctx.store.roles_of(user.id)

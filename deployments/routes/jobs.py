@@ -8,17 +8,32 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from preannotate.configs.training import TrainingSpec
-from preannotate.deployments.routes.context import MANAGE, READ, Ctx, CurrentUser, require_role
+from preannotate.deployments.routes.context import (
+    MANAGE,
+    READ,
+    Ctx,
+    CurrentUser,
+    Id,
+    caller_roles,
+    errors,
+    require_role,
+)
+from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.routes.servers import require_server_use
 from preannotate.store import JobState
 from preannotate.store.models import Job
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=JsonBodyRoute)
 
 
 class PreannotateRequest(BaseModel):
-    task_ids: list[int] | None = Field(None, min_length=1, description="these tasks, or `all`")
+    task_ids: list[Id] | None = Field(None, min_length=1, description="these tasks, or `all`")
     all: bool = False
-    server_id: str | None = Field(None, description="default: the server with this configuration")
+    server_id: str | None = Field(
+        None,
+        description="a server with the project's current configuration that the caller may "
+        "use; default: the one serving it, deployed when `deploy_if_missing`",
+    )
     deploy_if_missing: bool = True
 
     @model_validator(mode="after")
@@ -39,13 +54,18 @@ def job_json(job: Job) -> dict[str, Any]:
     return data | {"rate": rate}
 
 
-@router.post("/projects/{project_id}/preannotate", status_code=202)
+@router.post(
+    "/projects/{project_id}/preannotate", status_code=202, responses=errors(400, 401, 403, 404, 409)
+)
 def preannotate(
-    ctx: Ctx, user: CurrentUser, project_id: int, request: PreannotateRequest
+    ctx: Ctx, user: CurrentUser, project_id: Id, request: PreannotateRequest
 ) -> dict[str, Any]:
     """Pre-annotate the selected tasks (or all) as a job; a server with the project's
-    configuration is used, or deployed when `deploy_if_missing`."""
+    configuration is used, or deployed when `deploy_if_missing`. A `server_id` given must
+    be one the caller may use (403) and have the project's current configuration (409)."""
     require_role(ctx, user, project_id, MANAGE)
+    if request.server_id is not None:
+        require_server_use(ctx, user, request.server_id)
     job_id = ray.get(
         ctx.scheduler.submit_preannotate.remote(
             project_id, request.task_ids, request.server_id, request.deploy_if_missing
@@ -54,8 +74,8 @@ def preannotate(
     return job_json(ctx.store.get_job(job_id))
 
 
-@router.post("/projects/{project_id}/train", status_code=202)
-def train(ctx: Ctx, user: CurrentUser, project_id: int, spec: TrainingSpec) -> dict[str, Any]:
+@router.post("/projects/{project_id}/train", status_code=202, responses=errors(401, 403, 404, 409))
+def train(ctx: Ctx, user: CurrentUser, project_id: Id, spec: TrainingSpec) -> dict[str, Any]:
     """Train a model on the project's completions as a job next to pre-annotation; the
     result is registered in the Models Hub as `<model_name>_v<n>`. Checked before any work:
     too few completions or labels the configuration lacks give 422."""
@@ -64,28 +84,28 @@ def train(ctx: Ctx, user: CurrentUser, project_id: int, spec: TrainingSpec) -> d
     return job_json(ctx.store.get_job(job_id))
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=errors(401))
 def list_jobs(
     ctx: Ctx,
     user: CurrentUser,
-    project_id: Annotated[int | None, Query()] = None,
+    project_id: Annotated[Id | None, Query()] = None,
     state: Annotated[JobState | None, Query()] = None,
 ) -> list[dict[str, Any]]:
     """Jobs of the projects the caller has a role in, oldest first."""
     jobs = ctx.store.list_jobs(project_id, [state] if state else None)
-    visible = [j for j in jobs if user.is_admin or ctx.store.role_of(user.id, j.project_id) in READ]
-    return [job_json(j) for j in visible]
+    roles = caller_roles(ctx, user)
+    return [job_json(j) for j in jobs if roles is None or roles.get(j.project_id) in READ]
 
 
-@router.get("/jobs/{job_id}")
-def get_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", responses=errors(401, 403, 404))
+def get_job(ctx: Ctx, user: CurrentUser, job_id: Id) -> dict[str, Any]:
     job = ctx.store.get_job(job_id)
     require_role(ctx, user, job.project_id, READ)
     return job_json(job)
 
 
-@router.delete("/jobs/{job_id}")
-def cancel_job(ctx: Ctx, user: CurrentUser, job_id: int) -> dict[str, Any]:
+@router.delete("/jobs/{job_id}", responses=errors(401, 403, 404, 409))
+def cancel_job(ctx: Ctx, user: CurrentUser, job_id: Id) -> dict[str, Any]:
     """Cancel a job promptly; the predictions it already wrote stay."""
     job = ctx.store.get_job(job_id)
     require_role(ctx, user, job.project_id, MANAGE)

@@ -1,4 +1,9 @@
-"""Health, the Models Hub, users and roles, projects and their configurations, deploys."""
+"""Health, the Models Hub, users, tokens and roles, projects and their configurations,
+deploys.
+
+Taking access away (a user deleted, a token rotated, a member removed) re-reads the access
+epoch at once, so this replica's cache forgets the old access before the answer goes out
+(and the other replicas within `access_cache.EPOCH_CHECK_S`)."""
 
 from typing import Any
 
@@ -7,11 +12,23 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from preannotate.configs.project import ProjectConfig, parse_project_config
-from preannotate.deployments.routes.context import MANAGE, Ctx, CurrentUser, require_role
+from preannotate.deployments.routes.context import (
+    MANAGE,
+    READ,
+    Ctx,
+    CurrentUser,
+    Id,
+    caller_roles,
+    errors,
+    require_role,
+)
+from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.routes.servers import shown, visible
 from preannotate.hub.validation import validate_config
 from preannotate.store import NotFound, Role
+from preannotate.store.models import User
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 class ConfigUpdate(ProjectConfig):
@@ -24,7 +41,7 @@ class NewUser(BaseModel):
 
 
 class Member(BaseModel):
-    user_id: int
+    user_id: Id
     role: Role
 
 
@@ -51,13 +68,13 @@ def health(ctx: Ctx) -> dict[str, Any]:
     return {"status": "UP", "servers": len(ctx.store.list_servers())}
 
 
-@router.get("/models", tags=["hub"])
+@router.get("/models", tags=["hub"], responses=errors(401))
 def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
     """The Models Hub, with each model's predefined labels."""
     return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
 
 
-@router.get("/models/{name}", tags=["hub"])
+@router.get("/models/{name}", tags=["hub"], responses=errors(401, 404))
 def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
     """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
     prefix = f"{name}_v"
@@ -72,59 +89,95 @@ def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
     return {"name": name, "versions": versions}
 
 
-@router.get("/me", tags=["users"])
+@router.get("/me", tags=["users"], responses=errors(401))
 async def me(user: CurrentUser) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "is_admin": user.is_admin}
 
 
-@router.post("/users", status_code=201, tags=["users"])
+def _require_admin(user: User, what: str) -> None:
+    if not user.is_admin:
+        raise HTTPException(403, f"user '{user.name}' is not an admin; only admins {what}")
+
+
+@router.post("/users", status_code=201, tags=["users"], responses=errors(401, 403, 409))
 def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
     """Create a user and their first API token (shown this once). Admins only."""
-    if not user.is_admin:
-        raise HTTPException(403, f"user '{user.name}' is not an admin; only admins create users")
+    _require_admin(user, "create users")
     created = ctx.store.create_user(new.name, is_admin=new.is_admin)
     token = ctx.store.issue_token(created.id)
     return {"id": created.id, "name": created.name, "is_admin": created.is_admin, "token": token}
 
 
-@router.put("/projects/{project_id}/members", tags=["users"])
-def set_member(ctx: Ctx, user: CurrentUser, project_id: int, member: Member) -> dict[str, Any]:
+@router.delete("/users/{user_id}", tags=["users"], responses=errors(401, 403, 404, 409))
+def delete_user(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
+    """Delete a user: their tokens fail from the next request on and their roles are gone;
+    their completions keep naming them. Admins only; the last admin cannot be deleted."""
+    _require_admin(user, "delete users")
+    deleted = ctx.store.delete_user(user_id)
+    ctx.access.reread()
+    return deleted.as_dict()
+
+
+@router.post(
+    "/users/{user_id}/tokens", status_code=201, tags=["users"], responses=errors(401, 403, 404)
+)
+def rotate_token(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
+    """A new API token for the user (shown this once); every earlier one of theirs fails
+    from the next request on. Users rotate their own, admins anyone's."""
+    if user_id != user.id:
+        _require_admin(user, "rotate another user's token")
+    token = ctx.store.rotate_token(user_id)
+    ctx.access.reread()
+    return {"user_id": user_id, "token": token}
+
+
+@router.put("/projects/{project_id}/members", tags=["users"], responses=errors(401, 403, 404))
+def set_member(ctx: Ctx, user: CurrentUser, project_id: Id, member: Member) -> dict[str, Any]:
     """Give a user a role in the project (Owners and admins)."""
     require_role(ctx, user, project_id, {Role.OWNER.value})
     ctx.store.set_role(member.user_id, project_id, member.role.value)
     return {"user_id": member.user_id, "project_id": project_id, "role": member.role.value}
 
 
+@router.delete(
+    "/projects/{project_id}/members/{user_id}", tags=["users"], responses=errors(401, 403, 404)
+)
+def remove_member(ctx: Ctx, user: CurrentUser, project_id: Id, user_id: Id) -> dict[str, Any]:
+    """Take a user's role in the project away, from their next request on (Owners and
+    admins)."""
+    require_role(ctx, user, project_id, {Role.OWNER.value})
+    ctx.store.remove_member(user_id, project_id)
+    ctx.access.reread()
+    return {"user_id": user_id, "project_id": project_id, "role": None}
+
+
 @router.post("/projects", status_code=201, tags=["projects"])
 def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[str, Any]:
-    """Create a project with its configuration; the caller becomes its Owner."""
-    validate_config(config, ctx.hub)
-    project = ctx.store.create_project(config.name)
-    ctx.store.set_role(user.id, project.id, Role.OWNER.value)
-    return _save_config(ctx, project.id, config)
+    """Create a project with its configuration, the caller as its Owner: all or nothing,
+    so a refused configuration leaves no project behind."""
+    validated = validate_config(config, ctx.hub)
+    project = ctx.store.create_project(
+        config.name, owner_id=user.id, config=(config.model_dump(), validated.hash)
+    )
+    return project_json(ctx, project.id)
 
 
-@router.get("/projects", tags=["projects"])
+@router.get("/projects", tags=["projects"], responses=errors(401))
 def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     """The projects the caller has a role in (all of them for admins)."""
-    visible = [
-        p
-        for p in ctx.store.list_projects()
-        if user.is_admin or ctx.store.role_of(user.id, p.id) is not None
-    ]
+    roles = caller_roles(ctx, user)
+    visible = [p for p in ctx.store.list_projects() if roles is None or p.id in roles]
     return [project_json(ctx, p.id) for p in visible]
 
 
-@router.get("/projects/{project_id}", tags=["projects"])
-def get_project(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
-    require_role(ctx, user, project_id, {*MANAGE, Role.ANNOTATOR.value})
+@router.get("/projects/{project_id}", tags=["projects"], responses=errors(401, 403, 404))
+def get_project(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
+    require_role(ctx, user, project_id, READ)
     return project_json(ctx, project_id)
 
 
-@router.put("/projects/{project_id}/config", tags=["projects"])
-def set_config(
-    ctx: Ctx, user: CurrentUser, project_id: int, update: ConfigUpdate
-) -> dict[str, Any]:
+@router.put("/projects/{project_id}/config", tags=["projects"], responses=errors(401, 403, 404))
+def set_config(ctx: Ctx, user: CurrentUser, project_id: Id, update: ConfigUpdate) -> dict[str, Any]:
     """Replace the configuration (validated first: 422 with every problem found)."""
     require_role(ctx, user, project_id, MANAGE)
     project = ctx.store.get_project(project_id)
@@ -132,16 +185,28 @@ def set_config(
     return _save_config(ctx, project_id, parse_project_config(data))
 
 
-@router.post("/projects/{project_id}/deploy", status_code=202, tags=["servers"])
-def deploy(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
-    """Deploy the project's configuration (or share a server that has it); 409 with what is
-    missing and which servers could be deleted when the cluster cannot take it."""
+@router.post(
+    "/projects/{project_id}/deploy",
+    status_code=202,
+    tags=["servers"],
+    responses=errors(401, 403, 404, 409),
+)
+def deploy(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
+    """Deploy the project's configuration (or share a server that has it: the project's
+    members may then use it, not manage it); 409 with what is missing and which servers
+    could be deleted when the cluster cannot take it."""
     require_role(ctx, user, project_id, MANAGE)
-    return ray.get(ctx.scheduler.deploy.remote(project_id))
+    return shown(ray.get(ctx.scheduler.deploy.remote(project_id)), caller_roles(ctx, user))
 
 
-@router.get("/projects/{project_id}/preannotate/options", tags=["servers"])
-def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: int) -> dict[str, Any]:
-    """What the Pre-Annotate dialog shows: usable servers, and whether one can be deployed."""
+@router.get(
+    "/projects/{project_id}/preannotate/options",
+    tags=["servers"],
+    responses=errors(401, 403, 404),
+)
+def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
+    """What the Pre-Annotate dialog shows: the servers with the project's configuration
+    that the caller may use, and whether one can be deployed."""
     require_role(ctx, user, project_id, MANAGE)
-    return ray.get(ctx.scheduler.preannotate_options.remote(project_id))
+    options = ray.get(ctx.scheduler.preannotate_options.remote(project_id))
+    return options | {"servers": visible(options["servers"], caller_roles(ctx, user))}

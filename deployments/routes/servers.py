@@ -1,9 +1,15 @@
 """The Clusters page (servers) and interactive predictions.
 
-`predict` is the interactive lane and stays on the event loop: with a cached token and a
-cached server handle it asks neither the store nor the scheduler, and what it must ask
-(a role, a server not seen yet) goes to the thread pool. The other routes are plain `def`
-(see `context`).
+A server belongs to every project using it (projects with the same configuration share
+one). A role in any of them lets a user use the server: see it, predict, run jobs on it;
+what they see of it names only the projects they have a role in. Managing it (deleting
+it) needs Owner or Manager in every one of them: attaching a project to a shared server
+gives its members use of the server, not control over it. Admins may do everything.
+
+`predict` is the interactive lane and stays on the event loop: with a cached token, a
+cached permission and a cached server handle it asks neither the store nor the scheduler,
+and what it must ask (a role, a server not seen yet) goes to the thread pool. The other
+routes are plain `def` (see `context`).
 """
 
 from typing import Any
@@ -16,11 +22,19 @@ from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
-from preannotate.deployments.routes.context import MANAGE, READ, Context, Ctx, CurrentUser
+from preannotate.deployments.routes.context import (
+    MANAGE,
+    Context,
+    Ctx,
+    CurrentUser,
+    caller_roles,
+    errors,
+)
+from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store import NotFound, ServerStatus
 from preannotate.store.models import User
 
-router = APIRouter(tags=["servers"])
+router = APIRouter(tags=["servers"], route_class=JsonBodyRoute)
 MAX_INTERACTIVE_TASKS = 100
 
 
@@ -36,16 +50,49 @@ class PredictRequest(BaseModel):
     )
 
 
-def _require_server_role(ctx: Context, user: User, server_id: str, allowed: set[str]) -> None:
-    """Servers belong to the projects using them: a role in any of them is enough (admins
-    need none). It asks the store: call it off the event loop."""
-    if user.is_admin:
-        return
+def shown(server: dict[str, Any], roles: dict[int, str] | None) -> dict[str, Any]:
+    """A server as the caller may see it: the projects they have no role in are left out."""
+    if roles is None:
+        return server
+    return server | {"projects": [p for p in server["projects"] if p in roles]}
+
+
+def visible(servers: list[dict[str, Any]], roles: dict[int, str] | None) -> list[dict[str, Any]]:
+    """The servers the caller may use, as they may see them (`roles` from `caller_roles`)."""
+    return [
+        s for s in (shown(server, roles) for server in servers) if roles is None or s["projects"]
+    ]
+
+
+def require_server_use(ctx: Context, user: User, server_id: str) -> None:
+    """404 for an unknown server; 403 unless the caller has a role in a project using it
+    (admins need none). It asks the store: call it off the event loop."""
     server = ctx.store.get_server(server_id)
-    if any(ctx.store.role_of(user.id, p) in allowed for p in server.project_ids):
-        return
-    needed = " or ".join(sorted(allowed))
-    raise HTTPException(403, f"user '{user.name}' is not {needed} of a project using {server_id}")
+    roles = caller_roles(ctx, user)
+    if roles is not None and not any(p in roles for p in server.project_ids):
+        raise HTTPException(403, f"user '{user.name}' has no role in a project using {server_id}")
+
+
+def require_server_control(ctx: Context, user: User, server_id: str) -> None:
+    """404 for an unknown server; 403 unless the caller is Owner or Manager of every
+    project using it (admins need no role). The message names no project: the caller may
+    have no role in them. It asks the store: call it off the event loop."""
+    server = ctx.store.get_server(server_id)
+    roles = caller_roles(ctx, user)
+    if roles is not None and not all(roles.get(p) in MANAGE for p in server.project_ids):
+        raise HTTPException(
+            403,
+            f"user '{user.name}' is not owner or manager of every project using {server_id}; "
+            "only they or an admin may manage a shared server",
+        )
+
+
+def _allow_use(ctx: Context, user: User, server_id: str) -> None:
+    """`require_server_use`, remembered in the access cache for the next predictions."""
+    epoch = ctx.access.settled_epoch()
+    if not ctx.access.may_use(user.id, server_id):
+        require_server_use(ctx, user, server_id)
+        ctx.access.allow_use(user.id, server_id, epoch)
 
 
 def _ready_handle(ctx: Context, server_id: str) -> DeploymentHandle:
@@ -65,33 +112,35 @@ def _ready_handle(ctx: Context, server_id: str) -> DeploymentHandle:
     return handle
 
 
-@router.get("/servers")
-def list_servers(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
-    """The Clusters page: every server with its configuration, status and resources."""
-    return ray.get(ctx.scheduler.list_servers.remote())
+@router.get("/servers", responses=errors(401))
+def list_servers(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
+    """The Clusters page: the servers of the projects the caller has a role in (all of
+    them for admins) with their configuration, status and resources."""
+    return visible(ray.get(ctx.scheduler.list_servers.remote()), caller_roles(ctx, user))
 
 
-@router.get("/servers/{server_id}")
-def get_server(ctx: Ctx, _: CurrentUser, server_id: str) -> dict[str, Any]:
-    return ray.get(ctx.scheduler.get_server.remote(server_id))
+@router.get("/servers/{server_id}", responses=errors(401, 403, 404))
+def get_server(ctx: Ctx, user: CurrentUser, server_id: str) -> dict[str, Any]:
+    require_server_use(ctx, user, server_id)
+    return shown(ray.get(ctx.scheduler.get_server.remote(server_id)), caller_roles(ctx, user))
 
 
-@router.delete("/servers/{server_id}")
+@router.delete("/servers/{server_id}", responses=errors(401, 403, 404))
 def delete_server(ctx: Ctx, user: CurrentUser, server_id: str) -> dict[str, Any]:
     """Delete a server: its replicas, resources and license tokens are freed at once; jobs
-    running on it end as cancelled."""
-    _require_server_role(ctx, user, server_id, MANAGE)
+    running on it end as cancelled. Needs Owner or Manager in every project using it."""
+    require_server_control(ctx, user, server_id)
     ctx.handles.pop(server_id, None)
     return ray.get(ctx.scheduler.delete_server.remote(server_id))
 
 
-@router.post("/servers/{server_id}/predict")
+@router.post("/servers/{server_id}/predict", responses=errors(401, 403, 404, 503))
 async def predict(
     ctx: Ctx, user: CurrentUser, server_id: str, request: PredictRequest
 ) -> dict[str, Any]:
     """Pre-annotate a few tasks now: the interactive lane, which bulk jobs do not queue."""
-    if not user.is_admin:  # admins need no role: spare them the trip to the thread pool
-        await run_in_threadpool(_require_server_role, ctx, user, server_id, READ)
+    if not user.is_admin and not ctx.access.may_use(user.id, server_id):
+        await run_in_threadpool(_allow_use, ctx, user, server_id)
     handle = ctx.handles.get(server_id)
     if handle is None:
         handle = await run_in_threadpool(_ready_handle, ctx, server_id)

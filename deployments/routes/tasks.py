@@ -6,7 +6,7 @@ import's transaction run in the thread pool, so even a 100k-task import leaves t
 loop free for interactive predictions.
 """
 
-import io
+import email.message
 import json
 import tempfile
 from collections.abc import Iterator
@@ -19,16 +19,21 @@ from starlette.concurrency import run_in_threadpool
 
 from preannotate.deployments.routes.context import (
     MANAGE,
+    MAX_ID,
     READ,
     Context,
     Ctx,
     CurrentUser,
+    Id,
     require_role,
 )
+from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store import AddedTasks, InvalidInput
+from preannotate.store.tasks_io import text_stream
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 SPOOL_BYTES = 8 << 20
+MAX_UPLOAD_NAME = 200
 CONTENT_FORMATS = {
     "application/json": "json",
     "application/x-ndjson": "jsonl",
@@ -40,7 +45,7 @@ CONTENT_FORMATS = {
 class CompletionRequest(BaseModel):
     """Either an editable copy of a prediction, or a result written by the annotator."""
 
-    from_prediction: int | None = None
+    from_prediction: Id | None = None
     result: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -54,23 +59,35 @@ def _task_project(ctx: Context, task_id: int) -> int:
     return ctx.store.get_task(task_id).project_id
 
 
-def _import_spool(ctx: Context, project_id: int, spool: IO[bytes], fmt: str) -> AddedTasks:
+def _import_spool(
+    ctx: Context, project_id: int, spool: IO[bytes], fmt: str, name: str
+) -> AddedTasks:
     """Import the spooled request body, all or nothing, in one transaction."""
     spool.seek(0)
-    text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
-    return ctx.store.import_tasks(project_id, text, fmt)
+    return ctx.store.import_tasks(project_id, text_stream(spool), fmt, name)
+
+
+def _upload_name(request: Request) -> str:
+    """What import errors call the body: the file name a client gives in the
+    `Content-Disposition` header (`filename` or `filename*`), else "request body"."""
+    header = email.message.Message()
+    header["content-disposition"] = request.headers.get("content-disposition", "")
+    filename = (header.get_filename() or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return filename[:MAX_UPLOAD_NAME] if filename.isprintable() and filename else "request body"
 
 
 @router.post("/projects/{project_id}/tasks", status_code=201)
 async def import_tasks(
     ctx: Ctx,
     user: CurrentUser,
-    project_id: int,
+    project_id: Id,
     request: Request,
     format: Annotated[Literal["json", "jsonl", "csv"] | None, Query()] = None,
 ) -> dict[str, Any]:
     """Import tasks from the request body (JSON list, JSONL or CSV with a `text` column),
-    all or nothing; the body is spooled to disk, so large imports do not sit in memory."""
+    all or nothing; the body is spooled to disk, so large imports do not sit in memory.
+    Errors name the line and the file given as `Content-Disposition: attachment;
+    filename="tasks.jsonl"` (else "request body")."""
     await run_in_threadpool(require_role, ctx, user, project_id, MANAGE)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     fmt = format or CONTENT_FORMATS.get(content_type)
@@ -82,7 +99,9 @@ async def import_tasks(
     with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
         async for chunk in request.stream():
             await run_in_threadpool(spool.write, chunk)  # past SPOOL_BYTES it writes a file
-        added = await run_in_threadpool(_import_spool, ctx, project_id, spool, fmt)
+        added = await run_in_threadpool(
+            _import_spool, ctx, project_id, spool, fmt, _upload_name(request)
+        )
     return {"count": added.count, "first_id": added.first_id, "last_id": added.last_id}
 
 
@@ -90,8 +109,8 @@ async def import_tasks(
 def list_tasks(
     ctx: Ctx,
     user: CurrentUser,
-    project_id: int,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    project_id: Id,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """A page of tasks with their prediction and completion counts (keyset paging)."""
@@ -107,16 +126,14 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}/predictions")
-def predictions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+def predictions(ctx: Ctx, user: CurrentUser, task_id: Id) -> list[dict[str, Any]]:
     """Every prediction version of the task, oldest first (predictions are never edited)."""
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [p.as_dict() for p in ctx.store.predictions_for_task(task_id)]
 
 
 @router.get("/predictions/compare")
-def compare(
-    ctx: Ctx, user: CurrentUser, a: Annotated[int, Query()], b: Annotated[int, Query()]
-) -> dict[str, Any]:
+def compare(ctx: Ctx, user: CurrentUser, a: Id, b: Id) -> dict[str, Any]:
     """What changed from prediction `a` to prediction `b`: added, removed, changed items."""
     for prediction_id in (a, b):
         task_id = ctx.store.get_prediction(prediction_id).task_id
@@ -126,7 +143,7 @@ def compare(
 
 @router.post("/tasks/{task_id}/completions", status_code=201)
 def create_completion(
-    ctx: Ctx, user: CurrentUser, task_id: int, body: CompletionRequest
+    ctx: Ctx, user: CurrentUser, task_id: Id, body: CompletionRequest
 ) -> dict[str, Any]:
     """A human annotation; `from_prediction` makes an editable copy of that prediction."""
     require_role(ctx, user, _task_project(ctx, task_id), READ)
@@ -144,7 +161,7 @@ def create_completion(
 
 
 @router.get("/tasks/{task_id}/completions")
-def completions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any]]:
+def completions(ctx: Ctx, user: CurrentUser, task_id: Id) -> list[dict[str, Any]]:
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [c.as_dict() for c in ctx.store.completions_for_task(task_id)]
 
@@ -153,7 +170,7 @@ def completions(ctx: Ctx, user: CurrentUser, task_id: int) -> list[dict[str, Any
 def export(
     ctx: Ctx,
     user: CurrentUser,
-    project_id: int,
+    project_id: Id,
     format: Annotated[Literal["generative-ai-lab", "label-studio"], Query()] = "generative-ai-lab",
 ) -> StreamingResponse:
     """The project as one JSON list of tasks with predictions and completions, streamed."""

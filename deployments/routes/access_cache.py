@@ -1,0 +1,101 @@
+"""What a router replica remembers about access, so interactive predictions skip the store.
+
+It remembers the user of each token seen and which users may use which servers. All of it
+holds only while the store's access epoch stands (`store/users.py`: every revocation moves
+it). The replica that revokes re-reads the epoch at once; every replica re-reads it, off
+the event loop, on the first request more than EPOCH_CHECK_S after its last read. So a
+revoked token, user or role fails on the next request in the replica that revoked it and
+within EPOCH_CHECK_S in the others, while a busy replica asks the store once per
+EPOCH_CHECK_S instead of once per request. A token's user is also looked up again after
+TOKEN_CACHE_S, for a token row deleted by hand, which moves no epoch.
+
+The event loop only reads (`cached_user`, `may_use`); the thread pool reads the store and
+writes here. Both hold `lock` for one dict operation at a time, never around the store.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from preannotate.store import Store
+from preannotate.store.models import User
+
+EPOCH_CHECK_S = 1.0
+TOKEN_CACHE_S = 30.0
+CACHE_SIZE = 10_000
+"""Entries per map; a full map is emptied (the next calls fill it again)."""
+
+
+@dataclass
+class AccessCache:
+    store: Store
+    epoch: int = -1
+    read_at: float = float("-inf")
+    """When the epoch was last read (monotonic time, taken before the read)."""
+    tokens: dict[str, tuple[float, int, User | None]] = field(default_factory=dict)
+    """Token -> (when looked up, epoch then, its user or None for an unknown token)."""
+    uses: dict[tuple[int, str], int] = field(default_factory=dict)
+    """(user id, server id) -> the epoch under which the user was found to have a role in
+    a project using the server."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _current(self) -> bool:
+        return time.monotonic() - self.read_at <= EPOCH_CHECK_S
+
+    def reread(self) -> int:
+        """Read the store's epoch now, forgetting everything if it moved; returns the epoch
+        that answers found from here on hold under. Blocks: call it off the event loop."""
+        started = time.monotonic()
+        epoch = self.store.access_epoch()
+        with self.lock:
+            if epoch > self.epoch:
+                self.tokens.clear()
+                self.uses.clear()
+                self.epoch = epoch
+            self.read_at = max(self.read_at, started)
+            return self.epoch
+
+    def settled_epoch(self) -> int:
+        """The epoch, re-read first when the last read is older than EPOCH_CHECK_S. Blocks."""
+        return self.epoch if self._current() else self.reread()
+
+    def _token_entry(self, token: str) -> tuple[float, int, User | None] | None:
+        with self.lock:
+            entry = self.tokens.get(token)
+        if entry is None or entry[1] != self.epoch:
+            return None
+        return entry if time.monotonic() - entry[0] <= TOKEN_CACHE_S else None
+
+    def cached_user(self, token: str) -> User | None:
+        """The token's user if it is known and the epoch is fresh, else None (then ask
+        `user_for_token`). Never blocks: the event loop calls it."""
+        entry = self._token_entry(token) if self._current() else None
+        return entry[2] if entry else None
+
+    def user_for_token(self, token: str) -> User | None:
+        """The token's user (None: unknown or revoked), from here or else the store.
+        Blocks: call it off the event loop."""
+        epoch = self.settled_epoch()
+        entry = self._token_entry(token)
+        if entry is not None:
+            return entry[2]
+        user = self.store.user_for_token(token)
+        with self.lock:
+            if len(self.tokens) >= CACHE_SIZE:
+                self.tokens.clear()
+            self.tokens[token] = (time.monotonic(), epoch, user)
+        return user
+
+    def may_use(self, user_id: int, server_id: str) -> bool:
+        """Whether the user was found allowed to use the server under the current, fresh
+        epoch. Never blocks."""
+        with self.lock:
+            epoch = self.uses.get((user_id, server_id))
+        return epoch == self.epoch and self._current()
+
+    def allow_use(self, user_id: int, server_id: str, epoch: int) -> None:
+        """Remember that the user may use the server, as found under `epoch`."""
+        with self.lock:
+            if len(self.uses) >= CACHE_SIZE:
+                self.uses.clear()
+            self.uses[(user_id, server_id)] = epoch

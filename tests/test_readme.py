@@ -1,0 +1,42 @@
+"""The figures the README quotes are the ones the code uses: each phrase below is built from
+the constant itself, so changing a constant without the README (or the reverse) fails here."""
+
+import inspect
+
+import pytest
+
+from preannotate.annotators.training import MIN_COMPLETIONS
+from preannotate.client.cli import up
+from preannotate.configs.rules import MAX_DICTIONARY_TERMS, MAX_PATTERN_CHARS
+from preannotate.configs.training import TrainingSpec
+from preannotate.deployments.lanes import BUSY_FOR_S, BUSY_SLICE, IDLE_SLICE
+from preannotate.deployments.routes.access_cache import TOKEN_CACHE_S
+from preannotate.deployments.routes.servers import MAX_INTERACTIVE_TASKS
+from preannotate.hub.validation import MAX_MODELS
+from preannotate.scheduler.bulk import BATCH_SIZE, IN_FLIGHT
+from tests.conftest import ROOT
+
+README = " ".join((ROOT / "README.md").read_text().split())  # line breaks do not matter
+DEFAULT_PORT = inspect.signature(up).parameters["port"].default
+HOLDOUT = TrainingSpec.model_fields["holdout"].default
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        f"slices of {IDLE_SLICE} documents while nobody calls interactively",
+        f"of {BUSY_SLICE} documents for {BUSY_FOR_S:g} seconds after an interactive call",
+        f"sends batches of {BATCH_SIZE} to the server's replicas",
+        f"at most {IN_FLIGHT} batches in flight",
+        f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",
+        f"moves no counter, stops working within {TOKEN_CACHE_S:g} s",
+        f"[--port {DEFAULT_PORT}]",
+        f"more than {MAX_MODELS} distinct models",
+        f"patterns longer than {MAX_PATTERN_CHARS:,} characters",
+        f"more than {MAX_DICTIONARY_TERMS:,} terms",
+        f"{HOLDOUT:.0%} of the completions (`holdout`) are held out",
+        f"Fewer than {MIN_COMPLETIONS} usable completions",
+    ],
+)
+def test_readme_states_the_figure_the_code_uses(phrase: str) -> None:
+    assert phrase in README
