@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,9 +82,11 @@ def local_api() -> tuple[str, str]:
     import ray
 
     from preannotate.client.launch import free_port, start_control_plane
+    from preannotate.cluster.http_ingress import default_ingress, ingress_env
     from preannotate.cluster.ray_cluster import NAMESPACE
     from preannotate.configs.paths import database_url, hub_dir
 
+    os.environ.update(ingress_env(default_ingress()))  # the ingress `preannotate up` runs
     ray.init(
         address="local",
         num_cpus=2,

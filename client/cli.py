@@ -17,16 +17,31 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from preannotate.client import remote
-from preannotate.client.console import USER_ERROR, err, error, out, user_errors
+from preannotate.client.console import (
+    DEBUG,
+    USER_ERROR,
+    ReportingGroup,
+    err,
+    error,
+    out,
+    say,
+    user_errors,
+)
+from preannotate.client.licenses import PublicKeyOption, license_app, verified_license
+from preannotate.cluster.http_ingress import default_ingress
+from preannotate.cluster.local_head import HeadPorts
 from preannotate.configs.project import load_project_config
 from preannotate.configs.rules import RuleLibrary, read_rule_file
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.store.tasks_io import read_task_records
 
-app = typer.Typer(help="Pre-annotation serving cluster on Ray.", no_args_is_help=True)
+app = typer.Typer(
+    cls=ReportingGroup, help="Pre-annotation serving cluster on Ray.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Check project configurations.", no_args_is_help=True)
 hub_app = typer.Typer(
     help="The Models Hub: models and their predefined labels.", no_args_is_help=True
@@ -35,9 +50,31 @@ rules_app = typer.Typer(help="The shared rule library.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(hub_app, name="hub")
 app.add_typer(rules_app, name="rules")
+app.add_typer(license_app, name="license")
 app.add_typer(remote.commands)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="PREANNOTATE_DEBUG",
+            help="show the traceback of an unexpected failure instead of writing it to a file",
+        ),
+    ] = False,
+) -> None:
+    """Pre-annotation serving cluster on Ray.
+
+    Exit status: 0 done, 2 refused for something you can fix (one `error:` line per
+    problem, nothing changed), 1 an unexpected failure (one `error:` line and the file
+    holding its traceback).
+    """
+    ctx.meta[DEBUG] = debug
 
 
 def load_validated(path: Path) -> ValidatedConfig:
@@ -172,20 +209,35 @@ def rules_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 def print_predictions(tasks: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> None:
-    """A readable table: each task's text with its pre-annotated entities."""
+    """A readable table: each task's text with its pre-annotations (entities, classes,
+    assertion statuses, relations between entities)."""
     table = Table("Task", "Text", "Pre-annotations", show_lines=True)
     for task, prediction in zip(tasks, predictions, strict=True):
         if "error" in prediction:
-            found = f"[red]{prediction['error']}[/red]"
+            found = Text(prediction["error"], style="red")
         else:
-            found = "\n".join(
-                f"{item['value'].get('text') or ', '.join(item['value'].get('choices', []))} "
-                f"[bold]{', '.join(item['value'].get('labels', []))}[/bold] "
-                f"[dim]({item['provenance']['type']} {item['provenance']['name']})[/dim]"
+            texts = {
+                item["id"]: item["value"].get("text")
                 for item in prediction["result"]
-            )
+                if "value" in item
+            }
+            found = Text("\n").join(_described(item, texts) for item in prediction["result"])
         table.add_row(str(task.get("id")), task["data"]["text"], found)
     out.print(table)
+
+
+def _described(item: dict[str, Any], texts: dict[str, str | None]) -> Text:
+    """One result item as `what LABELS (model or rule)`; a relation names its two ends."""
+    if item["type"] == "relation":
+        what = f"{texts.get(item['from_id'])} -> {texts.get(item['to_id'])}"
+        labels = item.get("labels", [])
+    else:
+        what = item["value"].get("text") or ", ".join(item["value"].get("choices", []))
+        labels = item["value"].get("labels", [])
+    source = item["provenance"]
+    return Text.assemble(
+        f"{what} ", (", ".join(labels), "bold"), (f" ({source['type']} {source['name']})", "dim")
+    )
 
 
 def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
@@ -242,14 +294,31 @@ def demo(
                 predictions = [p.as_json() for p in Pipeline(config).annotate(tasks)]
                 out.rule(f"{config.project.name}: configuration {config.hash}")
                 print_predictions(tasks, predictions)
-            return
-        with ExitStack() as cluster:
-            with err.status("starting a throwaway Ray cluster and the API"):
-                url, token = cluster.enter_context(throwaway_cluster())
-            cluster.callback(err.print, "stopping the demo cluster and removing its data")
-            _demo_over_http(url, token, examples)
-            if keep:
-                _serve_until_interrupted(url, token)
+        else:
+            with ExitStack() as cluster:
+                with err.status("starting a throwaway Ray cluster and the API"):
+                    url, token = cluster.enter_context(throwaway_cluster())
+                cluster.callback(err.print, "stopping the demo cluster and removing its data")
+                _demo_over_http(url, token, examples)
+                if keep:
+                    _serve_until_interrupted(url, token)
+    _next_steps()
+
+
+def _next_steps() -> None:
+    """What to try after the demo: a cluster of your own, its API docs, the example files."""
+    news = EXAMPLES / "news"
+    out.print()
+    out.print("Next steps:", style="bold")
+    for line in (
+        "  preannotate up                                 start a cluster that keeps running",
+        "  open http://127.0.0.1:8000/docs                its HTTP API (the address `up` prints)",
+        f"  preannotate projects create {news / 'project.json'}",
+        f"  preannotate tasks import news {news / 'tasks.jsonl'}",
+        "  preannotate run news                           deploy and pre-annotate every task",
+        "  preannotate down                               stop what `up` started",
+    ):
+        say(line)
 
 
 def _serve_until_interrupted(url: str, token: str) -> None:
@@ -263,6 +332,15 @@ def _serve_until_interrupted(url: str, token: str) -> None:
         threading.Event().wait()
 
 
+RayPort = Annotated[int, typer.Option(min=1, max=65535, help="a local head's GCS port")]
+DashboardPort = Annotated[
+    int, typer.Option(min=1, max=65535, help="a local head's dashboard port (`ray job submit`)")
+]
+ClientServerPort = Annotated[
+    int, typer.Option(min=1, max=65535, help="a local head's Ray Client port (ray://)")
+]
+
+
 @app.command()
 def up(
     address: Annotated[
@@ -272,33 +350,66 @@ def up(
     host: Annotated[str, typer.Option(help="HTTP host of the API")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the API")] = 8000,
     license: Annotated[
-        Path | None, typer.Option(help="license file: seats, scopes, expiry")
+        Path | None, typer.Option(help="signed license file: seats, scopes, expiry")
     ] = None,
+    license_key: PublicKeyOption = None,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a local head")] = None,
+    ray_port: RayPort = HeadPorts.gcs,
+    dashboard_port: DashboardPort = HeadPorts.dashboard,
+    ray_client_server_port: ClientServerPort = HeadPorts.client_server,
+    ingress: Annotated[
+        str | None,
+        typer.Option(
+            help="how HTTP reaches the API on a head started here: haproxy (fast; needs the"
+            " haproxy binary) or python (Serve's own proxy); default: haproxy when installed"
+        ),
+    ] = None,
 ) -> None:
-    """Start (or join) the Ray cluster and serve the HTTP API."""
-    from preannotate.client.launch import launch
-    from preannotate.cluster.license import LicenseError, load_license
+    """Start (or join) the Ray cluster and serve the HTTP API.
 
-    try:
-        loaded = load_license(license) if license else None
-    except LicenseError as exc:
-        error(str(exc))
-        raise typer.Exit(USER_ERROR) from None
-    with err.status("starting Ray and the API"):
-        url, token = launch(address, host, port, loaded, num_cpus)
-    out.print(f"API at {url} (docs at {url}/docs); stop with `preannotate down`")
-    out.print(f"admin token (shown once; local CLI commands use it already): {token}")
+    With no address, a local Ray head starts and keeps running until `preannotate down`.
+    Its ports and the API's are checked before anything starts; if a later step fails,
+    what this command started is stopped again.
+    """
+    from preannotate.client.preflight import check_up
+
+    loaded = verified_license(license, license_key) if license else None
+    ports = HeadPorts(ray_port, dashboard_port, ray_client_server_port)
+    with user_errors():
+        check_up(address, host, port, ports)  # refuses at once, before the imports below
+        with err.status("starting Ray and the API"):
+            from preannotate.client.launch import launch
+
+            launched = launch(
+                address, host, port, loaded, num_cpus, ports, ingress or default_ingress()
+            )
+    url = launched.url
+    if launched.joined_running:
+        say(
+            f"joined the cluster that `preannotate up` started here (Ray at {launched.ray_address})"
+        )
+    elif launched.head is not None:
+        say(
+            f"Ray head at {launched.ray_address} (dashboard http://127.0.0.1:{ports.dashboard}), "
+            "started for this data directory"
+        )
+    say(f"API at {url} (docs at {url}/docs); stop with `preannotate down`")
+    say(f"admin token (local CLI commands use it already): {launched.token}")
+    say("(the same on every `up` here, until `preannotate users rotate-token` replaces it)")
 
 
 @app.command()
 def down() -> None:
-    """Stop what `up` started: the API and servers, and the local Ray head if `up` made it."""
+    """Stop what `up` started here, and nothing else.
+
+    The API and its servers; and the Ray head, if `up` started one: only that head, other
+    Ray clusters on this machine keep running. A cluster `up` only joined keeps running.
+    """
     from preannotate.client.launch import shutdown
 
-    with err.status("stopping"):
+    with user_errors(), err.status("stopping"):
         stopped = shutdown()
-    if not stopped:
+    if stopped is None:
         error("nothing to stop: `preannotate up` has not run here")
         raise typer.Exit(USER_ERROR)
-    out.print("stopped")
+    say(stopped)

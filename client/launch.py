@@ -13,23 +13,28 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import ray
 from ray import serve
 
+from preannotate.client import kept_token
+from preannotate.client.preflight import check_up
+from preannotate.cluster.http_ingress import PYTHON, default_ingress, ingress_env
 from preannotate.cluster.license import License
+from preannotate.cluster.local_head import HeadPorts, LocalHead, recorded_head, start_local_head
 from preannotate.cluster.ray_cluster import (
     connect,
     forget,
+    forget_ray_address,
     remember,
     remembered,
-    start_local_head,
-    stop_local_head,
 )
 from preannotate.configs.paths import database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler
-from preannotate.store import NotFound, Store
+from preannotate.store import Store
 
 ROUTER_APP = "router"
 ADMIN = "admin"
@@ -45,13 +50,18 @@ def free_port() -> int:
 
 
 def admin_token(store: Store) -> str:
-    """A new token for the `admin` user (created on first start); tokens are stored hashed,
-    so each start prints a fresh one."""
-    try:
-        admin = store.get_user_by_name(ADMIN)
-    except NotFound:
-        admin = store.create_user(ADMIN, is_admin=True)
-    return store.issue_token(admin.id)
+    """The admin token of this data directory (`kept_token`): the kept one while it is an
+    admin's valid token, so every `up` gives the same one; else (the first start, or after
+    it was rotated or its user deleted) a new one for the `admin` user, created or brought
+    back here, and kept for the next start."""
+    kept = kept_token.read()
+    if kept is not None:
+        user = store.user_for_token(kept)
+        if user is not None and user.is_admin:
+            return kept
+    token = store.issue_token(store.ensure_admin(ADMIN).id)
+    kept_token.keep(token)
+    return token
 
 
 def start_control_plane(
@@ -61,7 +71,7 @@ def start_control_plane(
     store = Store(database_url)  # creates the tables before two actors open the database
     token = admin_token(store)
     store.close()
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     start_scheduler(database_url, hub_root, license)
     serve.run(Router.bind(database_url, hub_root), name=ROUTER_APP, route_prefix="/")
     return f"http://{host}:{port}", token
@@ -75,32 +85,111 @@ def stop_control_plane() -> None:
         ray.kill(scheduler, no_restart=True)
 
 
+@dataclass(frozen=True)
+class Launched:
+    """What `up` brought up: the API (URL, admin token), the Ray cluster it runs on, and
+    whether this `up` started that cluster's head or found one that an earlier `up` here
+    started."""
+
+    url: str
+    token: str
+    ray_address: str
+    head: LocalHead | None
+    joined_running: bool = False
+
+
 def launch(
-    address: str | None, host: str, port: int, license: License | None, num_cpus: int | None
-) -> tuple[str, str]:
+    address: str | None,
+    host: str,
+    port: int,
+    license: License | None,
+    num_cpus: int | None,
+    head_ports: HeadPorts,
+    ingress: str = PYTHON,
+) -> Launched:
     """`preannotate up`: start a local head (no address) or join one, then the API.
-    Returns the API's URL and an admin token."""
-    started_head = address is None
+
+    Everything that can be checked is checked before anything starts (`preflight.check_up`);
+    if a later step fails, what this call started is stopped again before the error goes on."""
+    running = check_up(address, host, port, head_ports)
+    if running is not None:
+        return _join_running(running, host, port, license)
+    head = None
     if address is None:
-        address = start_local_head(license, num_cpus)
-    connect(address)
-    url, token = start_control_plane(host, port, database_url(), str(hub_dir()), license)
-    remember(address, started_head, url, token)
-    return url, token
+        resources = license.resources() if license else {}
+        os.environ.update(ingress_env(ingress))  # the head's processes inherit it
+        head = start_local_head(head_ports, resources, num_cpus)
+    try:
+        ray_address = connect(head.address if head else address)
+        url, token = start_control_plane(host, port, database_url(), str(hub_dir()), license)
+        remember(ray_address, head is not None, url, token)
+    except BaseException:
+        ray.shutdown()
+        if head is not None:
+            _stop_head(head)
+        raise
+    return Launched(url, token, ray_address, head)
 
 
-def shutdown() -> bool:
-    """`preannotate down`: undo what `launch` did; False when it has not run here."""
+def _join_running(head: LocalHead, host: str, port: int, license: License | None) -> Launched:
+    """`up --address ...` while the head an earlier `up` here started runs: join that head
+    and (re)start the API on it, where it already serves if it does; `down` still stops
+    the head."""
     state = remembered()
+    if state is not None:
+        serving = urlsplit(state["url"])
+        host, port = serving.hostname or host, serving.port or port
+    ray_address = connect(head.address)
+    url, token = start_control_plane(host, port, database_url(), str(hub_dir()), license)
+    remember(ray_address, True, url, token)
+    return Launched(url, token, ray_address, head, joined_running=True)
+
+
+def shutdown() -> str | None:
+    """`preannotate down`: undo what `up` did here and say what that was; None when `up`
+    has not run here.
+
+    A head that `up` started is stopped with everything on it (the API, servers, jobs'
+    actors) and nothing else: other Ray clusters on this machine keep running. On a cluster
+    it only joined, it removes the API and servers and leaves the cluster up."""
+    state = remembered()
+    head = recorded_head()
+    if head is not None:
+        stopped = _stop_head(head)
+        forget()
+        if not stopped:
+            return f"the Ray head that `preannotate up` started here (pid {head.pid}) had stopped"
+        where = state["address"] if state else head.address
+        return (
+            f"stopped the API, its servers and the Ray head at {where} that `preannotate up` "
+            f"started ({stopped} processes)"
+        )
     if state is None:
-        return False
+        return None
     connect(state["address"])
     stop_control_plane()
     ray.shutdown()
-    if state["started_head"]:
-        stop_local_head()
     forget()
-    return True
+    return (
+        f"stopped the API and its servers; the Ray cluster at {state['address']} keeps running "
+        "(`preannotate up` joined it)"
+    )
+
+
+def _stop_head(head: LocalHead) -> int:
+    """Stop a head `up` started, and make a plain `ray.init()` here stop looking for it."""
+    stopped = head.stop()
+    forget_ray_address(head.port)
+    return stopped
+
+
+def stop_own_ray() -> None:
+    """End the Ray cluster this process started (`ray.init` with nothing to join), Serve
+    and all: `ray.shutdown()` ends its processes. `serve.shutdown()` first would only add
+    noise: Serve's controller kills itself under the driver's call, and Ray reports that as
+    a task to retry ("(raylet) Task ServeController.graceful_shutdown failed ...") after a
+    run that went well."""
+    ray.shutdown()
 
 
 @contextmanager
@@ -130,13 +219,13 @@ def throwaway_cluster() -> Iterator[tuple[str, str]]:
     home = tempfile.mkdtemp(prefix="preannotate-demo-")
     try:
         with _data_dir(home):
+            os.environ.update(ingress_env(default_ingress()))
             connect("local")
             try:
                 yield start_control_plane(
                     "127.0.0.1", free_port(), database_url(), str(hub_dir()), None
                 )
             finally:
-                stop_control_plane()
-                ray.shutdown()
+                stop_own_ray()
     finally:
         shutil.rmtree(home, ignore_errors=True)

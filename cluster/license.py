@@ -20,7 +20,7 @@ way to replace the license of a running cluster.
 
 Verification belongs to loading a file: the scheduler takes a `License` that was verified
 (or built by the caller, as tests do). No Ray imports here:
-`cluster.ray_cluster.start_local_head` passes `License.resources()` to
+`cluster.local_head.start_local_head` passes `License.resources()` to
 `ray start --head --resources`.
 """
 

@@ -1,57 +1,27 @@
-"""The Ray cluster as a resource: start a local head or join one, and read its nodes."""
+"""The Ray cluster as a resource: join one, remember what `up` did, and read its nodes.
+
+Starting and stopping a local head is `local_head.py`'s; this module is what needs Ray.
+"""
 
 import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray._common.utils import reset_ray_address
 from ray._private.state import available_resources_per_node, total_resources_per_node
+from ray._private.utils import read_ray_address
 
 from preannotate.cluster.capacity import NodeResources
-from preannotate.cluster.license import License
 from preannotate.configs.paths import data_dir
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
 
 
-def ray_executable() -> str:
-    """The `ray` command of this environment, even when its bin folder is not on PATH."""
-    local = Path(sys.executable).parent / "ray"
-    return str(local) if local.exists() else shutil.which("ray") or "ray"
-
-
 def _state_file() -> Path:
     return data_dir() / "cluster.json"
-
-
-def start_local_head(license: License | None, num_cpus: int | None = None) -> str:
-    """`ray start --head` with the license's tokens; it outlives this process until `down`.
-    Its dashboard (127.0.0.1:8265) accepts `ray job submit`."""
-    resources = license.resources() if license else {}
-    command = [
-        ray_executable(),
-        "start",
-        "--head",
-        "--disable-usage-stats",
-        "--dashboard-host=127.0.0.1",
-        f"--resources={json.dumps(resources)}",
-    ]
-    if num_cpus is not None:
-        command.append(f"--num-cpus={num_cpus}")
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-    if done.returncode != 0:
-        raise RuntimeError(f"`ray start --head` failed:\n{done.stderr or done.stdout}")
-    return "auto"
-
-
-def stop_local_head() -> None:
-    subprocess.run([ray_executable(), "stop"], capture_output=True, text=True)
 
 
 def remember(address: str, started_head: bool, url: str, token: str) -> None:
@@ -73,13 +43,24 @@ def forget() -> None:
     _state_file().unlink(missing_ok=True)
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` ("auto" finds a local head) in our namespace."""
+def connect(address: str | None) -> str:
+    """Join the cluster at `address` ("auto" finds a local head) in our namespace; returns
+    its GCS address, as other machines and `ray start --address` name it."""
     if not ray.is_initialized():
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING
         )
+    return ray.get_runtime_context().gcs_address
+
+
+def forget_ray_address(port: int) -> None:
+    """After a local head on `port` stopped: `ray start` wrote its address where a plain
+    `ray.init()` on this machine looks for a cluster to join; remove it (as `ray stop` does),
+    unless it already names another cluster."""
+    address = read_ray_address()
+    if address is not None and address.rsplit(":", 1)[-1] == str(port):
+        reset_ray_address()
 
 
 def nodes() -> list[NodeResources]:

@@ -112,12 +112,14 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     from ray.cluster_utils import Cluster
 
     from preannotate.client.launch import free_port, start_control_plane
+    from preannotate.cluster.http_ingress import default_ingress, ingress_env
     from preannotate.cluster.ray_cluster import NAMESPACE
 
     home = tmp_path_factory.mktemp("cluster-home")
     os.environ["PREANNOTATE_HOME"] = str(home)  # inherited by the Ray workers
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "2"
+    os.environ.update(ingress_env(default_ingress()))  # the ingress `preannotate up` runs
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     worker = cluster.add_node(num_cpus=1, resources={"license_token": 1})
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
@@ -142,6 +144,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         )
     )
     Hub(hub_root).add(licensed)
+    # The scheduler takes a verified License, as `up` hands it one after checking the
+    # signed file (tests/test_license.py); its one seat is counted over the whole cluster.
     license = License(
         licensee="tests", seats=1, scopes=frozenset({"healthcare"}), expires=date(2099, 12, 31)
     )

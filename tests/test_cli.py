@@ -3,6 +3,7 @@ brings its own cluster."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,10 @@ def test_annotate_refuses_a_broken_task_file(tmp_path: Path) -> None:
 
 
 def test_hub_list_and_add(tmp_path: Path) -> None:
-    listed = json.loads(runner.invoke(app, ["hub", "list", "--json"]).stdout)
-    assert listed[0]["name"] == "ner_general_en_sm" and "GPE" in listed[0]["labels"]
+    listed = {
+        m["name"]: m for m in json.loads(runner.invoke(app, ["hub", "list", "--json"]).stdout)
+    }
+    assert "GPE" in listed["ner_general_en_sm"]["labels"]
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "manifest.json").write_text('{"name": "broken"}')
@@ -113,14 +116,36 @@ def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
         json.dumps({"licensee": "A", "seats": 1, "scopes": ["healthcare"], "expires": "2020-01-31"})
     )
     result = runner.invoke(app, ["up", "--license", str(expired)])
-    assert result.exit_code == 2 and "expired" in result.stderr
+    assert result.exit_code == 2 and "is not signed" in result.stderr
+
+
+def test_an_unexpected_failure_is_one_error_line_and_a_traceback_file(home: Path) -> None:
+    """A rule file in the library that is not a rule: the command fails on something no
+    check expected, and says so in one line instead of pages of framework internals."""
+    (home / "rules").mkdir(parents=True)
+    (home / "rules" / "broken.json").write_text("{not json")
+    result = runner.invoke(app, ["rules", "list"])
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: unexpected ValidationError: ")
+    written = re.search(r"traceback in (\S+);", line)
+    assert written and "`preannotate --debug ...` shows it here" in line
+    traceback = Path(written.group(1))
+    assert traceback.parent == home / "logs"
+    assert traceback.read_text().startswith("Traceback")
+
+    shown = runner.invoke(app, ["--debug", "rules", "list"])
+    assert shown.exit_code == 1
+    assert shown.stderr.startswith("Traceback (most recent call last):")
+    assert shown.stderr.splitlines()[-1].startswith("error: unexpected ValidationError: ")
 
 
 def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -> None:
     """`make demo` runs on a throwaway cluster and data directory: the user's store (here a
     configured database) gets no project and no server from it, and their data directory
     no store, so a later `projects create` of an example is not refused. The console
-    script runs in its own process, as Ray must start there."""
+    script runs in its own process, as Ray must start there. A demo that went well ends
+    with its tables and what to do next, without a line that looks like an error."""
     users_store = f"sqlite:///{tmp_path / 'users.sqlite'}"
     env = os.environ | {"PREANNOTATE_DATABASE_URL": users_store, "RAY_AUTH_MODE": "disabled"}
     demo = subprocess.run(
@@ -129,6 +154,11 @@ def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -
     assert demo.returncode == 0, demo.stderr
     assert "news: server-" in demo.stdout and "posology: server-" in demo.stdout
     assert "Tim Cook PERSON" in demo.stdout
+    assert "(raylet)" not in demo.stdout + demo.stderr
+    assert "failed" not in demo.stdout + demo.stderr
+    ending = demo.stdout[demo.stdout.rindex("└") :].splitlines()
+    assert ending[2] == "Next steps:" and "preannotate up" in ending[3]
+    assert "http://127.0.0.1:8000/docs" in ending[4]
     store = Store(users_store)
     try:
         assert store.list_projects() == [] and store.list_servers() == []

@@ -1,0 +1,197 @@
+"""`preannotate up` and `down` as a newcomer meets them, on real Ray heads started by the
+console script: an `up` that is refused starts nothing, one that fails half-way stops what
+it started, a second `up` here is refused (or joins with `--address auto`), and `down`
+stops exactly the head `up` started while another Ray on this machine keeps running.
+
+Every `up` gets its own data directory and free ports, so these tests run beside any other
+Ray on the machine and never touch it.
+"""
+
+import json
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
+NOTEBOOK = """
+import sys, ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+@ray.remote
+def ping():
+    return "pong"
+
+print("ready", flush=True)
+for _ in sys.stdin:
+    print(ray.get(ping.remote()), flush=True)
+"""
+"""A notebook's own Ray (`ray.init()`): it answers each line on stdin by running a task."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports nobody listens on now."""
+    with ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def preannotate(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PREANNOTATE_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [PREANNOTATE, *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def up_options(api: int, gcs: int) -> list[str]:
+    dashboard, client_server = free_ports(2)
+    return [
+        "--port",
+        str(api),
+        "--ray-port",
+        str(gcs),
+        "--dashboard-port",
+        str(dashboard),
+        "--ray-client-server-port",
+        str(client_server),
+        "--num-cpus",
+        "2",
+    ]
+
+
+def naming_port(port: int) -> list[psutil.Process]:
+    """Processes whose command line names `port`: a head's `ray start`, GCS, raylet, ..."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if re.search(rf"[=:]{port}\b", cmdline):
+            found.append(process)
+    return found
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def notebook() -> Iterator[subprocess.Popen]:
+    """An unrelated Ray on this machine, as a notebook's `ray.init()` starts one."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", NOTEBOOK],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=os.environ | {"RAY_AUTH_MODE": "disabled"},
+    )
+    try:
+        assert _answer(process, timeout=240) == "ready"
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _answer(process: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if ready else ""
+
+
+def test_up_on_a_taken_port_refuses_at_once_and_starts_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    api, gcs = free_ports(2)
+    for taken, what, option in (
+        (api, "the API's HTTP port", "--port"),
+        (gcs, "Ray's GCS port", "--ray-port"),
+    ):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", taken))
+            busy.listen()
+            refused = preannotate(home, "up", *up_options(api, gcs))
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == (
+            f"error: port {taken} ({what}) is already in use on this machine; "
+            f"choose another with {option}\n"
+        )
+        assert naming_port(gcs) == []
+        assert not (home / "ray-head.json").exists()
+    nothing = preannotate(home, "down")
+    assert nothing.returncode == 2
+    assert error_lines(nothing.stderr) == [
+        "error: nothing to stop: `preannotate up` has not run here"
+    ]
+
+
+def test_an_up_that_fails_after_starting_ray_stops_it_and_says_where_the_traceback_is(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "preannotate.sqlite").write_bytes(b"not a database, " * 512)
+    api, gcs = free_ports(2)
+    failed = preannotate(home, "up", *up_options(api, gcs))
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr and "File " not in failed.stderr
+    [line] = error_lines(failed.stderr)
+    assert line.startswith("error: unexpected DatabaseError: ")
+    written = re.search(r"traceback in (\S+);", line)
+    assert written, line
+    traceback = Path(written.group(1)).read_text()
+    assert traceback.startswith("Traceback") and "file is not a database" in traceback
+    assert naming_port(gcs) == []  # the head it had started is gone again
+    assert not (home / "ray-head.json").exists() and not (home / "cluster.json").exists()
+    assert preannotate(home, "down").returncode == 2
+
+
+def test_up_twice_then_down_stops_exactly_the_head_up_started(
+    tmp_path: Path, notebook: subprocess.Popen
+) -> None:
+    home = tmp_path / "home"
+    api, gcs = free_ports(2)
+    url = f"http://127.0.0.1:{api}"
+    first = preannotate(home, "up", *up_options(api, gcs))
+    assert first.returncode == 0, first.stderr
+    assert f"API at {url} (docs at {url}/docs)" in first.stdout
+
+    again = preannotate(home, "up", *up_options(*free_ports(2)))
+    assert again.returncode == 2
+    assert again.stderr == (
+        f"error: a cluster is already running here: API at {url}; use it, or "
+        "`preannotate down` first (`preannotate up --address auto` joins it)\n"
+    )
+    joined = preannotate(home, "up", "--address", "auto")
+    assert joined.returncode == 0, joined.stderr
+    assert "joined the cluster that `preannotate up` started here" in joined.stdout
+    assert f"API at {url} " in joined.stdout
+    assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+
+    head = psutil.Process(json.loads((home / "ray-head.json").read_text())["pid"])
+    started = [head, *head.children(recursive=True)]
+    names = {process.name() for process in started}
+    assert {"gcs_server", "raylet"} <= names, names
+    down = preannotate(home, "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the API, its servers and the Ray head at " in down.stdout
+    assert f":{gcs} that `preannotate up` started ({len(started)} processes)" in down.stdout
+    _, left = psutil.wait_procs(started, timeout=10)
+    assert left == [] and naming_port(gcs) == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=5)
+
+    assert notebook.poll() is None, "down stopped a Ray that up did not start"
+    notebook.stdin.write("ping\n")
+    notebook.stdin.flush()
+    assert _answer(notebook, timeout=60) == "pong"
+    assert preannotate(home, "down").returncode == 2
