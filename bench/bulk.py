@@ -29,7 +29,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import psutil  # noqa: E402
 import ray  # noqa: E402
-from ray import serve  # noqa: E402
 
 from bench.workload import (  # noqa: E402
     EXAMPLES,
@@ -41,6 +40,7 @@ from bench.workload import (  # noqa: E402
 )
 from preannotate.annotators.pipeline import Pipeline  # noqa: E402
 from preannotate.client.api import Client  # noqa: E402
+from preannotate.cluster.http_ingress import INGRESSES, default_ingress  # noqa: E402
 from preannotate.configs.project import load_project_config  # noqa: E402
 
 
@@ -167,6 +167,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="throughputs are the best of this many runs"
     )
+    parser.add_argument(
+        "--ingress", choices=INGRESSES, help="HAProxy or Serve's proxy (default: as `up`)"
+    )
     args = parser.parse_args()
 
     config = news_config()
@@ -175,7 +178,7 @@ def main() -> None:
     direct = max(in_process_rate(pipeline, tasks) for _ in range(args.rounds))
     bare_two = max(parallel_rate(2, args.tasks) for _ in range(args.rounds))
 
-    url, token = local_api()
+    url, token = local_api(args.ingress)
     rates = {}
     with Client(url, token, timeout=600) as client:
         for replicas in (1, 2):
@@ -197,11 +200,11 @@ def main() -> None:
             server = deployed(client, project)
             job, peaks[size] = timed_job(client, project, scheduler_process())
             client.delete_server(server)
-    serve.shutdown()
-    ray.shutdown()
+    ray.shutdown()  # Serve with it; serve.shutdown() first only prints retry noise
 
     mib = 2**20
-    print(f"tasks: {args.tasks} (news example), 2 CPUs")
+    ingress = args.ingress or default_ingress()
+    print(f"tasks: {args.tasks} (news example), 2 CPUs, {ingress} ingress")
     print(f"pipeline in one process:         {direct:7.1f} tasks/s")
     for replicas, rate in rates.items():
         print(

@@ -25,7 +25,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from ray import serve  # noqa: E402
 
 from bench.workload import (  # noqa: E402
     EXAMPLES,
@@ -36,6 +35,7 @@ from bench.workload import (  # noqa: E402
 )
 from preannotate.annotators.pipeline import Pipeline  # noqa: E402
 from preannotate.client.api import Client  # noqa: E402
+from preannotate.cluster.http_ingress import INGRESSES, default_ingress  # noqa: E402
 from preannotate.configs.project import load_project_config  # noqa: E402
 from preannotate.hub.validation import validate_config  # noqa: E402
 
@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--import-tasks", type=int, default=100_000)
+    parser.add_argument(
+        "--ingress", choices=INGRESSES, help="HAProxy or Serve's proxy (default: as `up`)"
+    )
     args = parser.parse_args()
 
     project = load_project_config(EXAMPLES / "news" / "project.json")
@@ -108,7 +111,7 @@ def main() -> None:
     direct_rate = in_process_rate(pipeline, tasks)
     del pipeline
 
-    url, token = local_api()
+    url, token = local_api(args.ingress)
     auth = {"Authorization": f"Bearer {token}"}
     with Client(url, token) as client:
         created = client.create_project(project.model_dump())
@@ -137,9 +140,11 @@ def main() -> None:
         list(pool.map(send, chunks))
     http_rate = len(tasks) / (time.perf_counter() - start)
 
-    serve.shutdown()
-    ray.shutdown()
-    print(f"documents: {len(tasks)}, news example, {args.replicas} replica(s) on 2 CPUs")
+    ray.shutdown()  # Serve with it; serve.shutdown() first only prints retry noise
+    print(
+        f"documents: {len(tasks)}, news example, {args.replicas} replica(s) on 2 CPUs,"
+        f" {args.ingress or default_ingress()} ingress"
+    )
     print(f"single-document latency, pipeline in process: {percentiles(direct_latency)}")
     print(f"single-document latency, HTTP -> server:      {percentiles(http_latency)}")
     print(

@@ -77,8 +77,9 @@ def parallel_rate(processes: int, count: int) -> float:
     return total
 
 
-def local_api() -> tuple[str, str]:
-    """A fresh local Ray (2 CPUs) with the API on it; returns its URL and an admin token."""
+def local_api(ingress: str | None = None) -> tuple[str, str]:
+    """A fresh local Ray (2 CPUs) with the API on it, behind `ingress` (default: what
+    `preannotate up` picks); returns its URL and an admin token."""
     import ray
 
     from preannotate.client.launch import free_port, start_control_plane
@@ -86,7 +87,7 @@ def local_api() -> tuple[str, str]:
     from preannotate.cluster.ray_cluster import NAMESPACE
     from preannotate.configs.paths import database_url, hub_dir
 
-    os.environ.update(ingress_env(default_ingress()))  # the ingress `preannotate up` runs
+    os.environ.update(ingress_env(ingress or default_ingress()))
     ray.init(
         address="local",
         num_cpus=2,
