@@ -18,13 +18,17 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from fastapi_offline import FastAPIOffline
 from ray import serve
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from preannotate.configs.errors import ConfigError
 from preannotate.deployments.pages import site
-from preannotate.deployments.routes import jobs, label_studio, projects, servers, tasks
+from preannotate.deployments.routes import jobs, label_studio, metrics, projects, servers, tasks
 from preannotate.deployments.routes.context import Context, install
+from preannotate.deployments.routes.errors import ProblemsBody
 from preannotate.deployments.routes.servers import ServerNotReady
 from preannotate.hub.catalog import Hub, HubError
 from preannotate.scheduler.errors import DeployRefused
@@ -40,6 +44,7 @@ api = FastAPIOffline(
 for module in (projects, servers, tasks, jobs):
     api.include_router(module.router)
 api.include_router(label_studio.router)  # /ml/...: Label Studio's ML backend protocol
+api.include_router(metrics.router)  # /metrics: Prometheus
 api.include_router(site.router)  # /ui/...: the web pages
 
 UNEXPECTED = "internal error; the router's log has its cause under this answer's X-Request-Id"
@@ -90,6 +95,51 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     """Starlette would answer in plain text. After this answer it raises the error on, and
     Serve logs it with its traceback and request id in the router replica's log."""
     return JSONResponse({"detail": UNEXPECTED}, status_code=500)
+
+
+@api.exception_handler(405)
+async def _method_not_allowed(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's 405 names only the methods of the first route on the path; `Allow`
+    lists those of every route on it."""
+    allowed = sorted(
+        method
+        for route in iter_route_contexts(api.router.routes)
+        if route.methods and route.matches(request.scope)[0] != Match.NONE
+        for method in route.methods
+    )
+    detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+    return JSONResponse({"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)})
+
+
+def _openapi() -> dict[str, Any]:
+    """The document, with the 422 this API really sends: FastAPI documents its own body
+    (an array of error objects), and a 422 even where nothing documented can be invalid
+    (the routes read the `Authorization` header, documented as a security scheme)."""
+    if api.openapi_schema is None:
+        document = _fastapi_openapi()
+        schemas = document["components"]["schemas"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas.setdefault("ProblemsBody", ProblemsBody.model_json_schema())
+        for operation in (op for path in document["paths"].values() for op in path.values()):
+            invalid = operation["responses"].get("422", {})
+            if not (operation.get("parameters") or operation.get("requestBody")):
+                operation["responses"].pop("422", None)
+            elif "HTTPValidationError" in str(invalid.get("content")):
+                operation["responses"]["422"] = {
+                    "description": "the request is malformed: each problem named",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ProblemsBody"}
+                        }
+                    },
+                }
+        api.openapi_schema = document
+    return api.openapi_schema
+
+
+_fastapi_openapi = api.openapi
+api.openapi = _openapi  # type: ignore[method-assign]
 
 
 @serve.deployment(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200)
