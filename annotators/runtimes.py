@@ -1,7 +1,8 @@
 """Model runtimes: the small plugin interface every model framework implements.
 
 A runtime loads one hub model once per process and annotates a batch of texts. Built in:
-spaCy (NER, classification), ConText (assertion status from a lexicon) and rule relations;
+spaCy (NER, classification, and trained assertion and relation classifiers over marked
+chunks), ConText (assertion status from a lexicon) and rule relations;
 other frameworks (Spark NLP, transformers) register a runtime class under the
 `preannotate.runtimes` entry-point group with the runtime name their manifests use.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from preannotate.annotators.context import ContextModel
+from preannotate.annotators.marked import predict_assertions, predict_relations
 from preannotate.annotators.relations import Relation, RuleRelations
 from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Source, Span
@@ -62,11 +64,19 @@ class ModelRuntime:
 
 
 class SpacyRuntime(ModelRuntime):
-    """spaCy pipelines: only the components the model's kind needs run, batched by nlp.pipe."""
+    """spaCy pipelines: only the components the model's kind needs run, batched by nlp.pipe.
+    A trained assertion or relation model is a text classifier that reads chunks marked in
+    their context (`annotators/marked.py`)."""
 
-    KINDS = frozenset({"ner", "classification"})
+    KINDS = frozenset({"ner", "classification", "assertion", "relation"})
 
-    WANTED = {"ner": {"ner"}, "classification": {"textcat", "textcat_multilabel"}}
+    CLASSIFIERS = {"textcat", "textcat_multilabel"}
+    WANTED = {
+        "ner": {"ner"},
+        "classification": CLASSIFIERS,
+        "assertion": CLASSIFIERS,
+        "relation": CLASSIFIERS,
+    }
     BATCH_SIZE = 64
 
     def __init__(self, model: HubModel):
@@ -96,6 +106,16 @@ class SpacyRuntime(ModelRuntime):
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, float]]:
         return [dict(doc.cats) for doc in self.nlp.pipe(texts, batch_size=self.BATCH_SIZE)]
+
+    def assertions(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[str | None]]:
+        return predict_assertions(self.nlp, docs, chunks)
+
+    def relations(
+        self, docs: Sequence[Sentences], chunks: Sequence[Sequence[Span]]
+    ) -> list[list[Relation]]:
+        return predict_relations(self.nlp, docs, chunks)
 
 
 def _data_file(model: HubModel, name: str) -> Path:

@@ -3,26 +3,50 @@
 Everything a run needs is checked before any work (enough completions, labels the
 configuration offers, a base model that fits); then part of the data is held out, the
 model is trained, and precision / recall / F1 per label are measured on the held-out part,
-next to the same measure for the untrained baseline (the base model, or nothing).
+next to the same measure for a baseline: the base model or nothing (NER, classification),
+the built-in ConText model (assertion) or rule model (relation). Assertion and relation
+models are text classifiers over chunks marked in their context (`annotators/marked.py`).
 """
 
 import random
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from preannotate.annotators.marked import NONE, predict_assertions, predict_relations
+from preannotate.annotators.marked_training import (
+    assertion_gold,
+    marked_examples,
+    marked_scores,
+    relation_gold,
+)
+from preannotate.annotators.runtimes import load_runtime
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import LabelingConfig
-from preannotate.configs.training import TrainingSpec
+from preannotate.configs.training import MARKED_KINDS, TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
 
 MIN_COMPLETIONS = 10
+REFERENCE_MODELS = {"assertion": "assertion_context_en", "relation": "relation_rules_en"}
+"""The built-in model a trained assertion or relation model is measured against."""
+TEXTCAT_MODEL = {
+    "@architectures": "spacy.TextCatBOW.v3",
+    "exclusive_classes": True,
+    "ngram_size": 2,
+    "no_output_layer": False,
+}
+GOLD_NAMES = {
+    "ner": "spans",
+    "classification": "choices",
+    "assertion": "assertion labels",
+    "relation": "relations",
+}
 
 
 @dataclass
 class TrainingData:
     """Texts with gold annotations: spans `(start, end, label)` for NER, chosen classes for
-    classification."""
+    classification, `AnnotatedChunks` for assertion and relation."""
 
     kind: str
     labels: list[str]
@@ -38,7 +62,13 @@ class TrainingData:
 
     def model_labels(self, base: HubModel | None) -> list[str]:
         """What the trained model predicts: the labels its gold spans teach, plus what the
-        base model already knew; for classification (or no spans at all), the labels offered."""
+        base model already knew; the statuses or relations the gold teaches; for
+        classification (or no spans at all), the labels offered."""
+        if self.kind in MARKED_KINDS:
+            return sorted(
+                {s for g in self.gold for s in g.statuses if s}
+                | {label for g in self.gold for *_, label in g.relations}
+            )
         learned = (
             {label for spans in self.gold for *_, label in spans} if self.kind == "ner" else set()
         )
@@ -123,14 +153,18 @@ def training_data(
 ) -> TrainingData:
     """Gold data from `(task id, task data, completion result)`; refuses, before any work,
     labels the configuration does not offer and too few completions."""
-    build = _ner_data if spec.kind == "ner" else _classification_data
-    data = build(labeling, annotated)
+    if spec.kind in MARKED_KINDS:
+        gold = assertion_gold if spec.kind == "assertion" else relation_gold
+        offered, texts, chunks = gold(labeling, annotated)
+        data = TrainingData(spec.kind, offered, texts, chunks)
+    else:
+        build = _ner_data if spec.kind == "ner" else _classification_data
+        data = build(labeling, annotated)
     if len(data.texts) < MIN_COMPLETIONS:
         raise ConfigError(
             [
                 f"training needs at least {MIN_COMPLETIONS} completions with "
-                f"{'spans' if spec.kind == 'ner' else 'choices'}; the project has "
-                f"{len(data.texts)}"
+                f"{GOLD_NAMES[spec.kind]}; the project has {len(data.texts)}"
             ]
         )
     return data
@@ -138,9 +172,10 @@ def training_data(
 
 def check_base(spec: TrainingSpec, hub: Hub) -> HubModel | None:
     """The base model to start from, refused before any work unless training can resume it
-    (only a spaCy NER pipeline can)."""
+    (only a spaCy NER pipeline can); for assertion and relation, the built-in model the
+    run is measured against."""
     if spec.base_model is None:
-        return None
+        return hub.get(REFERENCE_MODELS[spec.kind]) if spec.kind in MARKED_KINDS else None
     base = hub.get(spec.base_model)
     if spec.kind != "ner" or base.manifest.kind != "ner" or base.manifest.runtime != "spacy":
         raise ConfigError(
@@ -222,19 +257,24 @@ def _blank_or_base(spec: TrainingSpec, data: TrainingData, base: HubModel | None
     return nlp
 
 
-def train(
-    spec: TrainingSpec, data: TrainingData, base: HubModel | None
-) -> Generator[Epoch, None, TrainedModel]:
-    """Train on the non-held-out part and measure on the rest. Each epoch is yielded as it
-    ends and the model is returned, so a caller streams progress (`yield from`) instead of
-    being called back."""
-    from spacy.util import minibatch
+@dataclass
+class _Run:
+    """A run ready to train: the pipeline, its training examples and optimizer, and what
+    measures it on the held-out part once trained."""
 
+    nlp: Any
+    examples: list[Any]
+    optimizer: Any
+    measure: Callable[[], dict[str, Any]]
+
+
+def _span_or_class_run(
+    spec: TrainingSpec, data: TrainingData, base: HubModel | None, rows: tuple[list, list]
+) -> _Run:
+    train_rows, eval_rows = rows
     nlp = _blank_or_base(spec, data, base)
-    train_rows, eval_rows = data.split(spec.holdout, spec.seed)
     eval_examples = _examples(nlp, data, eval_rows)
-    pipe_name = nlp.pipe_names[-1]
-    pipe = nlp.get_pipe(pipe_name)
+    pipe = nlp.get_pipe(nlp.pipe_names[-1])
     if base is not None:
         baseline = _scores(nlp, eval_examples, data.kind)["f1"]
         for label in data.labels:
@@ -247,6 +287,71 @@ def train(
             pipe.add_label(label)
         train_examples = _examples(nlp, data, train_rows)
         optimizer = nlp.initialize(lambda: train_examples)
+    return _Run(
+        nlp,
+        train_examples,
+        optimizer,
+        lambda: _scores(nlp, eval_examples, data.kind) | {"baseline_f1": baseline},
+    )
+
+
+def _marked_run(
+    spec: TrainingSpec, data: TrainingData, reference: HubModel | None, rows: tuple[list, list]
+) -> _Run:
+    """A text classifier over marked chunks (or pairs), with a NONE class; measured next
+    to the reference model on the held-out tasks' gold chunks."""
+    import spacy
+    from spacy.training import Example
+
+    if reference is None:
+        raise ValueError(f"{data.kind} training is measured against a reference model")
+    train_rows, eval_rows = rows
+    pairs = marked_examples(data.kind, data.texts, data.gold, train_rows, spec.seed)
+    classes = sorted({c for _, c in pairs} | {NONE})
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("textcat", config={"model": TEXTCAT_MODEL})
+    for label in classes:
+        textcat.add_label(label)
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"cats": {c: float(c == gold) for c in classes}})
+        for text, gold in pairs
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    compared = load_runtime(reference)
+    if data.kind == "assertion":
+        trained, theirs = predict_assertions, compared.assertions
+    else:
+        trained, theirs = predict_relations, compared.relations
+    return _Run(
+        nlp,
+        examples,
+        optimizer,
+        lambda: marked_scores(
+            data.kind,
+            lambda docs, chunks: trained(nlp, docs, chunks),
+            (reference.name, theirs),
+            data.labels,
+            data.texts,
+            data.gold,
+            eval_rows,
+        ),
+    )
+
+
+def train(
+    spec: TrainingSpec, data: TrainingData, base: HubModel | None
+) -> Generator[Epoch, None, TrainedModel]:
+    """Train on the non-held-out part and measure on the rest. Each epoch is yielded as it
+    ends and the model is returned, so a caller streams progress (`yield from`) instead of
+    being called back. `base` is the model to start from, or for assertion and relation
+    the one to compare with."""
+    from spacy.util import minibatch
+
+    train_rows, eval_rows = data.split(spec.holdout, spec.seed)
+    prepare = _marked_run if data.kind in MARKED_KINDS else _span_or_class_run
+    run = prepare(spec, data, base, (train_rows, eval_rows))
+    nlp, train_examples, optimizer = run.nlp, run.examples, run.optimizer
+    pipe_name = nlp.pipe_names[-1]
     shuffler = random.Random(spec.seed)
     for epoch in range(1, spec.epochs + 1):
         shuffler.shuffle(train_examples)
@@ -254,5 +359,4 @@ def train(
         for batch in minibatch(train_examples, size=16):
             nlp.update(batch, drop=0.2, sgd=optimizer, losses=losses)
         yield Epoch(epoch, float(losses.get(pipe_name, 0.0)))
-    metrics = _scores(nlp, eval_examples, data.kind) | {"baseline_f1": baseline}
-    return TrainedModel(nlp, metrics, len(train_rows), len(eval_rows))
+    return TrainedModel(nlp, run.measure(), len(train_rows), len(eval_rows))

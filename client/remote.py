@@ -365,7 +365,7 @@ def _report(job: Json) -> None:
         _say(
             f"job {job['id']} succeeded in {_seconds(job):.1f} s: registered "
             f"{job['details']['model']}, held-out F1 {metrics['f1']:.3f} "
-            f"(untrained {metrics['baseline_f1']:.3f})"
+            f"({metrics.get('baseline_model', 'untrained')} {metrics['baseline_f1']:.3f})"
         )
         return
     _say(
@@ -427,7 +427,13 @@ def run(
 def train(
     project: ProjectRef,
     model_name: Annotated[str, typer.Option(help="versions are registered as NAME_v1, _v2, ...")],
-    kind: Annotated[str, typer.Option(help="ner (<Labels>) or classification (<Choices>)")] = "ner",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="ner (<Labels>), classification (<Choices>), assertion (assertion labels) "
+            "or relation (<Relations>)"
+        ),
+    ] = "ner",
     base_model: Annotated[str | None, typer.Option(help="hub NER model to start from")] = None,
     epochs: Annotated[int, typer.Option(min=1, max=200)] = 10,
     num_cpus: Annotated[float, typer.Option(help="CPUs for the training run")] = 1.0,

@@ -7,6 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from preannotate.configs.rules import NAME_PATTERN
 
+TrainingKind = Literal["ner", "classification", "assertion", "relation"]
+"""What a run learns: entity spans (`<Labels>`), document classes (`<Choices>`), the
+assertion status of entity chunks (assertion labels), or relations between them
+(`<Relations>`)."""
+MARKED_KINDS = frozenset({"assertion", "relation"})
+"""Kinds learnt as a text classifier over chunks marked in their context."""
+
 
 class TrainingResources(BaseModel):
     """What the training run reserves on the cluster; it runs next to serving, so it asks
@@ -24,7 +31,7 @@ class TrainingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["ner", "classification"]
+    kind: TrainingKind
     model_name: str = Field(pattern=NAME_PATTERN, description="versions become <name>_v1, _v2…")
     base_model: str | None = Field(None, description="a hub NER model to start from")
     epochs: int = Field(10, ge=1, le=200)

@@ -3,9 +3,9 @@ stay usable, with a manifest that says what it predicts, how well and from what 
 
 from typing import Any
 
-from preannotate.configs.training import TrainingSpec
+from preannotate.configs.training import MARKED_KINDS, TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
-from preannotate.hub.manifest import ModelManifest, ModelResources
+from preannotate.hub.manifest import NO_EMBEDDINGS, ModelManifest, ModelResources
 
 WEIGHTS = "model"
 """The weights folder inside a trained version's model folder."""
@@ -23,6 +23,14 @@ def next_version(hub: Hub, model_name: str) -> tuple[str, int]:
     return f"{prefix}{number}", number
 
 
+def _embeddings(spec: TrainingSpec, base: HubModel | None) -> str:
+    """A marked-chunk classifier learns its own hashed features from blank, like a lexicon
+    it combines with any model; other runs share their base's embeddings, or their own."""
+    if spec.kind in MARKED_KINDS:
+        return NO_EMBEDDINGS
+    return base.manifest.embeddings if base else f"spacy_blank_en:{spec.model_name}"
+
+
 def manifest_for(
     name: str,
     number: int,
@@ -38,7 +46,7 @@ def manifest_for(
         version=str(number),
         kind=spec.kind,
         labels=labels,
-        embeddings=base.manifest.embeddings if base else f"spacy_blank_en:{spec.model_name}",
+        embeddings=_embeddings(spec, base),
         runtime="spacy",
         license_scope=base.manifest.license_scope if base else "open",
         resources=ModelResources(cpus=0.5, gpus=0, memory_mb=300),

@@ -156,7 +156,7 @@ class TrainingJob:
             model=name,
             metrics=metrics,
             log=f"registered {name}: F1 {metrics['f1']:.3f} "
-            f"(untrained {metrics['baseline_f1']:.3f})",
+            f"({metrics.get('baseline_model', 'untrained')} {metrics['baseline_f1']:.3f})",
         )
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
 

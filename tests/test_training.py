@@ -21,7 +21,8 @@ from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.project import load_project_config
 from preannotate.configs.training import TrainingSpec
-from preannotate.hub.catalog import Hub
+from preannotate.deployments.routes.servers import MAX_INTERACTIVE_TASKS
+from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.versions import next_version
 from tests.conftest import EXAMPLES, labels_xml
 from tests.test_jobs import make_project, run_job, wait_job
@@ -36,9 +37,12 @@ def annotated(rows: list[dict]) -> list[tuple[int, dict, list]]:
     return [(r["id"], r["data"], copy.deepcopy(r["completions"][0]["result"])) for r in rows]
 
 
-def run_to_end(spec: TrainingSpec, data: TrainingData) -> tuple[list[float], TrainedModel]:
-    """Drive a training run from scratch: each epoch's loss, in order, and the model."""
-    run = train(spec, data, None)
+def run_to_end(
+    spec: TrainingSpec, data: TrainingData, base: HubModel | None = None
+) -> tuple[list[float], TrainedModel]:
+    """Drive a training run (from scratch unless a base is given): each epoch's loss, in
+    order, and the model."""
+    run = train(spec, data, base)
     losses: list[float] = []
     while True:
         try:
@@ -156,10 +160,10 @@ def test_training_runs_next_to_bulk_work_and_the_model_is_deployed(api: httpx.Cl
     server = api.post(f"/projects/{deployed}/deploy").json()["id"]
     while api.get(f"/servers/{server}").json()["status"] != "ready":
         time.sleep(0.3)
-    held_out = ANNOTATED[300:]
-    predictions = api.post(f"/servers/{server}/predict", json={"tasks": held_out}).json()[
-        "predictions"
-    ]
+    held_out = ANNOTATED[300 : 300 + MAX_INTERACTIVE_TASKS]
+    predicted = api.post(f"/servers/{server}/predict", json={"tasks": held_out})
+    assert predicted.status_code == 200, predicted.text
+    predictions = predicted.json()["predictions"]
     gold = {
         (r["id"], v["value"]["start"], v["value"]["end"], v["value"]["labels"][0])
         for r in held_out
