@@ -15,6 +15,7 @@ from preannotate.annotators.pipeline import Pipeline
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.configs.project import ProjectConfig
 from preannotate.deployments.lanes import Lanes
+from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 
@@ -29,8 +30,11 @@ class ModelServer:
         self.config = validate_config(ProjectConfig.model_validate(project), hub)
         self.pipeline = Pipeline(self.config, hub)
         self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
+        self.latency = LaneLatency(server_id)
 
-    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.001)
+    # No wait for a batch to fill: a lone call runs at once, and calls that arrive while
+    # the pipeline is busy queue up and run together as the next batch.
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0)
     async def _interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
@@ -40,12 +44,14 @@ class ModelServer:
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The interactive lane: one prediction (or error) per task, in order; documents of
         concurrent calls are batched together, ahead of bulk work."""
-        return list(await asyncio.gather(*(self._interactive(task) for task in tasks)))
+        with self.latency.timed(INTERACTIVE):
+            return list(await asyncio.gather(*(self._interactive(task) for task in tasks)))
 
     async def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The bulk lane: a job's batch, in slices that yield to interactive calls."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.lanes.bulk_lane, self.lanes.bulk, tasks)
+        with self.latency.timed(BULK):
+            return await loop.run_in_executor(self.lanes.bulk_lane, self.lanes.bulk, tasks)
 
 
 def model_server_app(

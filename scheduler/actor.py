@@ -25,6 +25,7 @@ from preannotate.hub.catalog import Hub, HubModel
 from preannotate.scheduler.bulk import BulkJob
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
+from preannotate.scheduler.metrics import BulkRate, scrape
 from preannotate.scheduler.training import TrainingJob, training_request
 from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
 
@@ -71,6 +72,15 @@ class Scheduler:
 
     async def get_server(self, server_id: str) -> dict[str, Any]:
         return await asyncio.to_thread(self.servers.describe, server_id)
+
+    async def metrics(self) -> bytes:
+        """The whole cluster's figures in the Prometheus text format (`scheduler.metrics`)."""
+        rates = [
+            BulkRate(job_id, runner.server_id, runner.throughput.rate())
+            for job_id, (_, runner) in self.jobs.items()
+            if isinstance(runner, BulkJob)
+        ]
+        return await asyncio.to_thread(scrape, self.servers, rates)
 
     async def preannotate_options(self, project_id: int) -> dict[str, Any]:
         return await asyncio.to_thread(self.servers.options, project_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from preannotate.scheduler.errors import ServerGone
+from preannotate.scheduler.metrics import Throughput
 from preannotate.store import JobState, Store, TaskDocument
 from preannotate.store.models import Job
 from preannotate.store.tasks import chunks
@@ -56,6 +57,8 @@ class BulkJob:
         self.slots = asyncio.Semaphore(in_flight)
         self.pending: set[asyncio.Task[None]] = set()
         self.cancel_reason = "cancelled"
+        self.throughput = Throughput()
+        """Tasks this run finished (predicted or failed), for the metrics page."""
 
     async def _pages(self, job: Job) -> AsyncIterator[list[TaskDocument]]:
         """The job's `(id, data)` rows not predicted by this job yet, a page at a time (the
@@ -160,9 +163,11 @@ class BulkJob:
                 )
             if rows:
                 await asyncio.to_thread(self.store.add_predictions, rows, self.job_id)
+                self.throughput.add(len(rows))
             if not todo:
                 return
         failures = [{"task_id": task_id, "error": errors[task_id]} for task_id in todo]
         await asyncio.to_thread(
             self.store.record_job_progress, self.job_id, failed=len(failures), errors=failures
         )
+        self.throughput.add(len(failures))

@@ -9,7 +9,7 @@ that already succeeded) cannot rewrite a job's history.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidState
@@ -83,6 +83,20 @@ class JobOps(Database):
             query = query.where(Job.state.in_(wanted))
         with self._read() as session:
             return list(session.scalars(query))
+
+    def job_totals(self) -> list[tuple[str, str, str | None, int, int, int]]:
+        """`(kind, state, server_id, jobs, done, failed)` per group, in one aggregate query:
+        what the metrics page reads at every scrape, without loading a job row."""
+        query = select(
+            Job.kind,
+            Job.state,
+            Job.server_id,
+            func.count(),
+            func.coalesce(func.sum(Job.done), 0),
+            func.coalesce(func.sum(Job.failed), 0),
+        ).group_by(Job.kind, Job.state, Job.server_id)
+        with self._read() as session:
+            return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
 
     def unfinished_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first: what a restarted scheduler must pick up."""
