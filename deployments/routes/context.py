@@ -16,12 +16,14 @@ access cache, the fast path of `current_user` that every interactive prediction 
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import Depends, Header, HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field, Strict
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
 from preannotate.deployments.routes.access_cache import AccessCache
+from preannotate.deployments.routes.errors import errors as errors  # where routes look for it
 from preannotate.hub.catalog import Hub
 from preannotate.scheduler.actor import find_scheduler
 from preannotate.store import InvalidState, Role, Store
@@ -31,28 +33,13 @@ MANAGE = {Role.OWNER.value, Role.MANAGER.value}
 READ = MANAGE | {Role.ANNOTATOR.value}
 MAX_ID = 2**63 - 1
 """The largest value the database's integer columns hold."""
-Id = Annotated[int, Field(ge=1, le=MAX_ID, description="an id")]
+Id = Annotated[int, Field(ge=1, lt=MAX_ID + 1, description="an id")]
 """Every id a route takes, in its path, query or body: a larger one is a 422 that says so,
-not a database overflow."""
-
-
-class ErrorBody(BaseModel):
-    detail: str
-
-
-ERROR_MEANINGS = {
-    400: "bad input",
-    401: "no valid API token",
-    403: "the caller lacks the role this needs",
-    404: "not found",
-    409: "not possible in the current state",
-    503: "the server is still deploying or loading; retry shortly",
-}
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of the errors a route answers with, each `{"detail": ...}`."""
-    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+not a database overflow. The bound is exclusive because a JSON Schema checker compares
+numbers as floats, and 2**63 - 1 is no float: documented as `maximum`, larger ids would
+pass it."""
+BodyId = Annotated[Id, Strict()]
+"""An id in a JSON body: a number, as the document says, never a string or `true`."""
 
 
 @dataclass
@@ -90,18 +77,33 @@ async def context() -> Context:
     return _current[0]
 
 
+BEARER = HTTPBearer(
+    auto_error=False, description="an API token: header `Authorization: Bearer <token>`"
+)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+"""The bearer token sent, if any; declaring it documents the API's security scheme."""
+
+
+async def token_user(ctx: Context, token: str | None) -> User | None:
+    """The token's user: a cached token is answered on the event loop, any other (or any
+    token once the cache is due to re-read the access epoch) in the thread pool."""
+    if not token:
+        return None
+    return ctx.access.cached_user(token) or await run_in_threadpool(
+        ctx.access.user_for_token, token
+    )
+
+
 async def current_user(
     ctx: Annotated[Context, Depends(context)],
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    _: Bearer = None,
 ) -> User:
-    """The caller: a cached token is answered on the event loop, any other (or any token
-    once the cache is due to re-read the access epoch) in the thread pool."""
-    scheme, _, token = (authorization or "").partition(" ")
-    user = None
-    if scheme.lower() == "bearer" and token:
-        user = ctx.access.cached_user(token) or await run_in_threadpool(
-            ctx.access.user_for_token, token
-        )
+    """The caller, from `Authorization: Bearer <token>` (the pages pass their cookie's
+    token as that header's value); 401 without a valid one. `_` puts the bearer scheme in
+    the OpenAPI document."""
+    scheme, _space, token = (authorization or "").partition(" ")
+    user = await token_user(ctx, token if scheme.lower() == "bearer" else None)
     if user is None:
         raise HTTPException(
             401,

@@ -5,12 +5,14 @@ from typing import Annotated, Any
 
 import ray
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from preannotate.configs.training import TrainingSpec
+from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
     READ,
+    BodyId,
     Ctx,
     CurrentUser,
     Id,
@@ -27,14 +29,14 @@ router = APIRouter(tags=["jobs"], route_class=JsonBodyRoute)
 
 
 class PreannotateRequest(BaseModel):
-    task_ids: list[Id] | None = Field(None, min_length=1, description="these tasks, or `all`")
-    all: bool = False
+    task_ids: list[BodyId] | None = Field(None, min_length=1, description="these tasks, or `all`")
+    all: StrictBool = False
     server_id: str | None = Field(
         None,
         description="a server with the project's current configuration that the caller may "
         "use; default: the one serving it, deployed when `deploy_if_missing`",
     )
-    deploy_if_missing: bool = True
+    deploy_if_missing: StrictBool = True
 
     @model_validator(mode="after")
     def _selection(self) -> "PreannotateRequest":
@@ -55,7 +57,10 @@ def job_json(job: Job) -> dict[str, Any]:
 
 
 @router.post(
-    "/projects/{project_id}/preannotate", status_code=202, responses=errors(400, 401, 403, 404, 409)
+    "/projects/{project_id}/preannotate",
+    status_code=202,
+    response_model=resources.Job,
+    responses=errors(400, 401, 403, 404, 409),
 )
 def preannotate(
     ctx: Ctx, user: CurrentUser, project_id: Id, request: PreannotateRequest
@@ -74,7 +79,12 @@ def preannotate(
     return job_json(ctx.store.get_job(job_id))
 
 
-@router.post("/projects/{project_id}/train", status_code=202, responses=errors(401, 403, 404, 409))
+@router.post(
+    "/projects/{project_id}/train",
+    status_code=202,
+    response_model=resources.Job,
+    responses=errors(401, 403, 404, 409),
+)
 def train(ctx: Ctx, user: CurrentUser, project_id: Id, spec: TrainingSpec) -> dict[str, Any]:
     """Train a model on the project's completions as a job next to pre-annotation; the
     result is registered in the Models Hub as `<model_name>_v<n>`. Checked before any work:
@@ -84,7 +94,7 @@ def train(ctx: Ctx, user: CurrentUser, project_id: Id, spec: TrainingSpec) -> di
     return job_json(ctx.store.get_job(job_id))
 
 
-@router.get("/jobs", responses=errors(401))
+@router.get("/jobs", response_model=list[resources.Job], responses=errors(401))
 def list_jobs(
     ctx: Ctx,
     user: CurrentUser,
@@ -97,14 +107,14 @@ def list_jobs(
     return [job_json(j) for j in jobs if roles is None or roles.get(j.project_id) in READ]
 
 
-@router.get("/jobs/{job_id}", responses=errors(401, 403, 404))
+@router.get("/jobs/{job_id}", response_model=resources.Job, responses=errors(401, 403, 404))
 def get_job(ctx: Ctx, user: CurrentUser, job_id: Id) -> dict[str, Any]:
     job = ctx.store.get_job(job_id)
     require_role(ctx, user, job.project_id, READ)
     return job_json(job)
 
 
-@router.delete("/jobs/{job_id}", responses=errors(401, 403, 404, 409))
+@router.delete("/jobs/{job_id}", response_model=resources.Job, responses=errors(401, 403, 404, 409))
 def cancel_job(ctx: Ctx, user: CurrentUser, job_id: Id) -> dict[str, Any]:
     """Cancel a job promptly; the predictions it already wrote stay."""
     job = ctx.store.get_job(job_id)

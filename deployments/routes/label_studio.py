@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, HTTPException, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security.http import HTTPBase
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from preannotate.annotators.pipeline import task_data
@@ -39,15 +41,15 @@ from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.routes import jobs, servers
 from preannotate.deployments.routes.context import (
     READ,
+    Bearer,
     Context,
     Ctx,
-    ErrorBody,
     Id,
     caller_roles,
-    current_user,
-    errors,
     require_role,
+    token_user,
 )
+from preannotate.deployments.routes.errors import ErrorBody, ProblemsBody, errors
 from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store import InvalidInput, InvalidState, NotFound, ServerStatus
 from preannotate.store.models import User
@@ -61,10 +63,6 @@ TRAINING_EVENT = "START_TRAINING"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="preannotate"'}
 
 
-class ProblemsBody(ErrorBody):
-    problems: list[str]
-
-
 UNAUTHORIZED = {401: {"model": ErrorBody, "description": "no valid user name and API token"}}
 MISMATCH = {
     422: {
@@ -75,26 +73,30 @@ MISMATCH = {
 }
 
 
+BASIC = HTTPBase(
+    scheme="basic",
+    scheme_name="HTTPBasic",
+    auto_error=False,
+    description="your user name, and an API token as the password",
+)
+"""Documents basic auth; it hands on the `Authorization` header of any scheme, unchecked."""
+
+
 async def label_studio_user(
-    ctx: Ctx, authorization: Annotated[str | None, Header()] = None
+    ctx: Ctx,
+    sent: Annotated[HTTPAuthorizationCredentials | None, Security(BASIC)],
+    bearer: Bearer,
 ) -> User:
     """The caller, from basic auth (user name, API token as password) or a bearer token;
     401 with a basic challenge otherwise, which Label Studio's connection form answers."""
-    scheme, _, credentials = (authorization or "").partition(" ")
-    name = None
-    if scheme.lower() == "basic":
+    name, token = None, bearer.credentials if bearer else None
+    if sent is not None and sent.scheme.lower() == "basic":
         try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
+            decoded = base64.b64decode(sent.credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             decoded = ""
         name, _, token = decoded.partition(":")
-        authorization = f"Bearer {token}" if token else None
-    try:
-        user: User | None = await current_user(ctx, authorization)
-    except HTTPException as error:
-        if error.status_code != 401:
-            raise
-        user = None
+    user = await token_user(ctx, token)
     if user is None or (name is not None and name != user.name):
         raise HTTPException(
             401,
@@ -254,18 +256,18 @@ class PredictAnswer(BaseModel):
 
 
 class LabelStudioTask(Foreign):
-    id: int | None = None
+    id: StrictInt | None = None
     data: dict[str, Any] | None = None
 
 
 class Annotation(Foreign):
-    id: int | None = None
+    id: StrictInt | None = None
     result: list[dict[str, Any]] = []
-    was_cancelled: bool = False
+    was_cancelled: StrictBool = False
 
 
 class LabelStudioProject(Foreign):
-    id: int | None = None
+    id: StrictInt | None = None
     label_config: str | None = None
 
 
@@ -457,7 +459,7 @@ def _add_routes(base: str, backend: Callable[..., Any], what: str, *codes: int) 
             methods=["GET"],
             summary=f"Health of {what}",
             description=health.__doc__,
-            responses=found | errors(503),
+            responses=found | errors(409, 503),  # 409: the scheduler is not running
             include_in_schema=path == "/health",
         )
     router.add_api_route(
@@ -474,7 +476,7 @@ def _add_routes(base: str, backend: Callable[..., Any], what: str, *codes: int) 
         methods=["POST"],
         summary=f"Predict Label Studio tasks with {what}",
         description=predict.__doc__,
-        responses=found | MISMATCH | errors(503),
+        responses=found | MISMATCH | errors(409, 503),
         response_model_exclude_unset=True,
     )
     router.add_api_route(

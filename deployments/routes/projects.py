@@ -9,12 +9,14 @@ from typing import Any
 
 import ray
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from preannotate.configs.project import ProjectConfig, parse_project_config
+from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
     READ,
+    BodyId,
     Ctx,
     CurrentUser,
     Id,
@@ -37,11 +39,11 @@ class ConfigUpdate(ProjectConfig):
 
 class NewUser(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class Member(BaseModel):
-    user_id: Id
+    user_id: BodyId
     role: Role
 
 
@@ -63,18 +65,25 @@ def _save_config(ctx: Ctx, project_id: int, config: ProjectConfig) -> dict[str, 
     return project_json(ctx, project_id)
 
 
-@router.get("/health", tags=["cluster"])
+@router.get("/health", tags=["cluster"], response_model=resources.ClusterHealth)
 def health(ctx: Ctx) -> dict[str, Any]:
     return {"status": "UP", "servers": len(ctx.store.list_servers())}
 
 
-@router.get("/models", tags=["hub"], responses=errors(401))
+@router.get(
+    "/models", tags=["hub"], response_model=list[resources.HubModelEntry], responses=errors(401)
+)
 def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
     """The Models Hub, with each model's predefined labels."""
     return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
 
 
-@router.get("/models/{name}", tags=["hub"], responses=errors(401, 404))
+@router.get(
+    "/models/{name}",
+    tags=["hub"],
+    response_model=resources.ModelVersions,
+    responses=errors(401, 404),
+)
 def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
     """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
     prefix = f"{name}_v"
@@ -89,7 +98,7 @@ def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
     return {"name": name, "versions": versions}
 
 
-@router.get("/me", tags=["users"], responses=errors(401))
+@router.get("/me", tags=["users"], response_model=resources.User, responses=errors(401))
 async def me(user: CurrentUser) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "is_admin": user.is_admin}
 
@@ -99,7 +108,13 @@ def _require_admin(user: User, what: str) -> None:
         raise HTTPException(403, f"user '{user.name}' is not an admin; only admins {what}")
 
 
-@router.post("/users", status_code=201, tags=["users"], responses=errors(401, 403, 409))
+@router.post(
+    "/users",
+    status_code=201,
+    tags=["users"],
+    response_model=resources.NewUserAnswer,
+    responses=errors(401, 403, 409),
+)
 def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
     """Create a user and their first API token (shown this once). Admins only."""
     _require_admin(user, "create users")
@@ -108,7 +123,12 @@ def create_user(ctx: Ctx, user: CurrentUser, new: NewUser) -> dict[str, Any]:
     return {"id": created.id, "name": created.name, "is_admin": created.is_admin, "token": token}
 
 
-@router.delete("/users/{user_id}", tags=["users"], responses=errors(401, 403, 404, 409))
+@router.delete(
+    "/users/{user_id}",
+    tags=["users"],
+    response_model=resources.DeletedUser,
+    responses=errors(401, 403, 404, 409),
+)
 def delete_user(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
     """Delete a user: their tokens fail from the next request on and their roles are gone;
     their completions keep naming them. Admins only; the last admin cannot be deleted."""
@@ -119,7 +139,11 @@ def delete_user(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
 
 
 @router.post(
-    "/users/{user_id}/tokens", status_code=201, tags=["users"], responses=errors(401, 403, 404)
+    "/users/{user_id}/tokens",
+    status_code=201,
+    tags=["users"],
+    response_model=resources.Token,
+    responses=errors(401, 403, 404),
 )
 def rotate_token(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
     """A new API token for the user (shown this once); every earlier one of theirs fails
@@ -131,7 +155,12 @@ def rotate_token(ctx: Ctx, user: CurrentUser, user_id: Id) -> dict[str, Any]:
     return {"user_id": user_id, "token": token}
 
 
-@router.put("/projects/{project_id}/members", tags=["users"], responses=errors(401, 403, 404))
+@router.put(
+    "/projects/{project_id}/members",
+    tags=["users"],
+    response_model=resources.Membership,
+    responses=errors(401, 403, 404),
+)
 def set_member(ctx: Ctx, user: CurrentUser, project_id: Id, member: Member) -> dict[str, Any]:
     """Give a user a role in the project (Owners and admins)."""
     require_role(ctx, user, project_id, {Role.OWNER.value})
@@ -140,7 +169,10 @@ def set_member(ctx: Ctx, user: CurrentUser, project_id: Id, member: Member) -> d
 
 
 @router.delete(
-    "/projects/{project_id}/members/{user_id}", tags=["users"], responses=errors(401, 403, 404)
+    "/projects/{project_id}/members/{user_id}",
+    tags=["users"],
+    response_model=resources.Membership,
+    responses=errors(401, 403, 404),
 )
 def remove_member(ctx: Ctx, user: CurrentUser, project_id: Id, user_id: Id) -> dict[str, Any]:
     """Take a user's role in the project away, from their next request on (Owners and
@@ -151,7 +183,13 @@ def remove_member(ctx: Ctx, user: CurrentUser, project_id: Id, user_id: Id) -> d
     return {"user_id": user_id, "project_id": project_id, "role": None}
 
 
-@router.post("/projects", status_code=201, tags=["projects"])
+@router.post(
+    "/projects",
+    status_code=201,
+    tags=["projects"],
+    response_model=resources.Project,
+    responses=errors(401, 409),
+)
 def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[str, Any]:
     """Create a project with its configuration, the caller as its Owner: all or nothing,
     so a refused configuration leaves no project behind."""
@@ -162,7 +200,9 @@ def create_project(ctx: Ctx, user: CurrentUser, config: ProjectConfig) -> dict[s
     return project_json(ctx, project.id)
 
 
-@router.get("/projects", tags=["projects"], responses=errors(401))
+@router.get(
+    "/projects", tags=["projects"], response_model=list[resources.Project], responses=errors(401)
+)
 def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     """The projects the caller has a role in (all of them for admins)."""
     roles = caller_roles(ctx, user)
@@ -170,13 +210,23 @@ def list_projects(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     return [project_json(ctx, p.id) for p in visible]
 
 
-@router.get("/projects/{project_id}", tags=["projects"], responses=errors(401, 403, 404))
+@router.get(
+    "/projects/{project_id}",
+    tags=["projects"],
+    response_model=resources.Project,
+    responses=errors(401, 403, 404),
+)
 def get_project(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
     require_role(ctx, user, project_id, READ)
     return project_json(ctx, project_id)
 
 
-@router.put("/projects/{project_id}/config", tags=["projects"], responses=errors(401, 403, 404))
+@router.put(
+    "/projects/{project_id}/config",
+    tags=["projects"],
+    response_model=resources.Project,
+    responses=errors(401, 403, 404, 409),
+)
 def set_config(ctx: Ctx, user: CurrentUser, project_id: Id, update: ConfigUpdate) -> dict[str, Any]:
     """Replace the configuration (validated first: 422 with every problem found)."""
     require_role(ctx, user, project_id, MANAGE)
@@ -189,6 +239,7 @@ def set_config(ctx: Ctx, user: CurrentUser, project_id: Id, update: ConfigUpdate
     "/projects/{project_id}/deploy",
     status_code=202,
     tags=["servers"],
+    response_model=resources.Server,
     responses=errors(401, 403, 404, 409),
 )
 def deploy(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
@@ -202,7 +253,8 @@ def deploy(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
 @router.get(
     "/projects/{project_id}/preannotate/options",
     tags=["servers"],
-    responses=errors(401, 403, 404),
+    response_model=resources.PreannotateOptions,
+    responses=errors(401, 403, 404, 409),
 )
 def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
     """What the Pre-Annotate dialog shows: the servers with the project's configuration

@@ -22,6 +22,7 @@ from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
+from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
     Context,
@@ -112,20 +113,24 @@ def _ready_handle(ctx: Context, server_id: str) -> DeploymentHandle:
     return handle
 
 
-@router.get("/servers", responses=errors(401))
+@router.get("/servers", response_model=list[resources.Server], responses=errors(401, 409))
 def list_servers(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     """The Clusters page: the servers of the projects the caller has a role in (all of
     them for admins) with their configuration, status and resources."""
     return visible(ray.get(ctx.scheduler.list_servers.remote()), caller_roles(ctx, user))
 
 
-@router.get("/servers/{server_id}", responses=errors(401, 403, 404))
+@router.get(
+    "/servers/{server_id}", response_model=resources.Server, responses=errors(401, 403, 404, 409)
+)
 def get_server(ctx: Ctx, user: CurrentUser, server_id: str) -> dict[str, Any]:
     require_server_use(ctx, user, server_id)
     return shown(ray.get(ctx.scheduler.get_server.remote(server_id)), caller_roles(ctx, user))
 
 
-@router.delete("/servers/{server_id}", responses=errors(401, 403, 404))
+@router.delete(
+    "/servers/{server_id}", response_model=resources.Server, responses=errors(401, 403, 404, 409)
+)
 def delete_server(ctx: Ctx, user: CurrentUser, server_id: str) -> dict[str, Any]:
     """Delete a server: its replicas, resources and license tokens are freed at once; jobs
     running on it end as cancelled. Needs Owner or Manager in every project using it."""
@@ -134,7 +139,12 @@ def delete_server(ctx: Ctx, user: CurrentUser, server_id: str) -> dict[str, Any]
     return ray.get(ctx.scheduler.delete_server.remote(server_id))
 
 
-@router.post("/servers/{server_id}/predict", responses=errors(401, 403, 404, 503))
+@router.post(
+    "/servers/{server_id}/predict",
+    response_model=resources.Predictions,
+    response_model_exclude_unset=True,  # a failed task is only its `task_id` and `error`
+    responses=errors(401, 403, 404, 409, 503),
+)
 async def predict(
     ctx: Ctx, user: CurrentUser, server_id: str, request: PredictRequest
 ) -> dict[str, Any]:

@@ -17,16 +17,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
     MAX_ID,
     READ,
+    BodyId,
     Context,
     Ctx,
     CurrentUser,
     Id,
     require_role,
 )
+from preannotate.deployments.routes.errors import errors
 from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store import AddedTasks, InvalidInput
 from preannotate.store.tasks_io import text_stream
@@ -40,12 +43,24 @@ CONTENT_FORMATS = {
     "application/jsonl": "jsonl",
     "text/csv": "csv",
 }
+TASKS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        **{
+            content_type: {"schema": {"type": "string"}}
+            for content_type, fmt in CONTENT_FORMATS.items()
+            if fmt != "json"
+        },
+    },
+}
+"""The import reads its body as a stream, so FastAPI cannot document it from a model."""
 
 
 class CompletionRequest(BaseModel):
     """Either an editable copy of a prediction, or a result written by the annotator."""
 
-    from_prediction: Id | None = None
+    from_prediction: BodyId | None = None
     result: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -76,7 +91,13 @@ def _upload_name(request: Request) -> str:
     return filename[:MAX_UPLOAD_NAME] if filename.isprintable() and filename else "request body"
 
 
-@router.post("/projects/{project_id}/tasks", status_code=201)
+@router.post(
+    "/projects/{project_id}/tasks",
+    status_code=201,
+    response_model=resources.AddedTasks,
+    responses=errors(400, 401, 403, 404),
+    openapi_extra={"requestBody": TASKS_BODY},
+)
 async def import_tasks(
     ctx: Ctx,
     user: CurrentUser,
@@ -105,12 +126,16 @@ async def import_tasks(
     return {"count": added.count, "first_id": added.first_id, "last_id": added.last_id}
 
 
-@router.get("/projects/{project_id}/tasks")
+@router.get(
+    "/projects/{project_id}/tasks",
+    response_model=resources.TaskPage,
+    responses=errors(401, 403, 404),
+)
 def list_tasks(
     ctx: Ctx,
     user: CurrentUser,
     project_id: Id,
-    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    after_id: Annotated[int, Query(ge=0, lt=MAX_ID + 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """A page of tasks with their prediction and completion counts (keyset paging)."""
@@ -125,14 +150,22 @@ def list_tasks(
     }
 
 
-@router.get("/tasks/{task_id}/predictions")
+@router.get(
+    "/tasks/{task_id}/predictions",
+    response_model=list[resources.StoredPrediction],
+    responses=errors(401, 403, 404),
+)
 def predictions(ctx: Ctx, user: CurrentUser, task_id: Id) -> list[dict[str, Any]]:
     """Every prediction version of the task, oldest first (predictions are never edited)."""
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [p.as_dict() for p in ctx.store.predictions_for_task(task_id)]
 
 
-@router.get("/predictions/compare")
+@router.get(
+    "/predictions/compare",
+    response_model=resources.Comparison,
+    responses=errors(400, 401, 403, 404),
+)
 def compare(ctx: Ctx, user: CurrentUser, a: Id, b: Id) -> dict[str, Any]:
     """What changed from prediction `a` to prediction `b`: added, removed, changed items."""
     for prediction_id in (a, b):
@@ -141,7 +174,12 @@ def compare(ctx: Ctx, user: CurrentUser, a: Id, b: Id) -> dict[str, Any]:
     return ctx.store.compare_predictions(a, b)
 
 
-@router.post("/tasks/{task_id}/completions", status_code=201)
+@router.post(
+    "/tasks/{task_id}/completions",
+    status_code=201,
+    response_model=resources.Completion,
+    responses=errors(400, 401, 403, 404),
+)
 def create_completion(
     ctx: Ctx, user: CurrentUser, task_id: Id, body: CompletionRequest
 ) -> dict[str, Any]:
@@ -160,13 +198,17 @@ def create_completion(
     return completion.as_dict()
 
 
-@router.get("/tasks/{task_id}/completions")
+@router.get(
+    "/tasks/{task_id}/completions",
+    response_model=list[resources.Completion],
+    responses=errors(401, 403, 404),
+)
 def completions(ctx: Ctx, user: CurrentUser, task_id: Id) -> list[dict[str, Any]]:
     require_role(ctx, user, _task_project(ctx, task_id), READ)
     return [c.as_dict() for c in ctx.store.completions_for_task(task_id)]
 
 
-@router.get("/projects/{project_id}/export")
+@router.get("/projects/{project_id}/export", responses=resources.EXPORT | errors(401, 403, 404))
 def export(
     ctx: Ctx,
     user: CurrentUser,
