@@ -21,6 +21,7 @@ from preannotate.cluster.local_head import ClusterError
 HAPROXY = "haproxy"
 PYTHON = "python"
 INGRESSES = (HAPROXY, PYTHON)
+DRAIN_S = 2
 
 
 def _free_port() -> int:
@@ -52,4 +53,7 @@ def ingress_env(ingress: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        # A stopping router replica waits this long for HAProxy to stop sending it requests
+        # (Serve's default, 30 s, made every `down` and restart wait half a minute).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),
     }

@@ -28,11 +28,10 @@ from preannotate.configs.errors import ConfigError
 from preannotate.deployments.pages import site
 from preannotate.deployments.routes import jobs, label_studio, metrics, projects, servers, tasks
 from preannotate.deployments.routes.context import Context, install
-from preannotate.deployments.routes.errors import ProblemsBody
-from preannotate.deployments.routes.servers import ServerNotReady
-from preannotate.hub.catalog import Hub, HubError
+from preannotate.deployments.routes.errors import STATUS_OF_ERROR, ProblemsBody
+from preannotate.hub.catalog import Hub
 from preannotate.scheduler.errors import DeployRefused
-from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound, Store
+from preannotate.store import Store
 
 api = FastAPIOffline(
     title="preannotate",
@@ -48,16 +47,6 @@ api.include_router(metrics.router)  # /metrics: Prometheus
 api.include_router(site.router)  # /ui/...: the web pages
 
 UNEXPECTED = "internal error; the router's log has its cause under this answer's X-Request-Id"
-
-STATUS_OF_ERROR: dict[type[Exception], int] = {
-    ServerNotReady: 503,
-    NotFound: 404,
-    AlreadyExists: 409,
-    InvalidState: 409,
-    DeployRefused: 409,
-    InvalidInput: 400,
-    HubError: 422,
-}
 
 
 def _cause(exc: Exception) -> Exception:

@@ -17,10 +17,7 @@ from pydantic import ValidationError
 
 from preannotate.configs.errors import ConfigError
 from preannotate.deployments.pages.session import CSRF_HEADER, Visitor
-from preannotate.deployments.routes.servers import ServerNotReady
-from preannotate.hub.catalog import HubError
-from preannotate.scheduler.errors import DeployRefused
-from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound
+from preannotate.deployments.routes import errors as routes_errors
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -28,17 +25,7 @@ HTMX = "htmx-2.0.11.min.js"
 """The vendored htmx (0BSD, `static/htmx-LICENSE.txt`), pinned by its file name."""
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 
-STATUS_OF_ERROR: dict[type[Exception], int] = {
-    ServerNotReady: 503,
-    NotFound: 404,
-    AlreadyExists: 409,
-    InvalidState: 409,
-    DeployRefused: 409,
-    InvalidInput: 400,
-    HubError: 422,
-    ConfigError: 422,
-    ValidationError: 422,
-}
+STATUS_OF_ERROR = {**routes_errors.STATUS_OF_ERROR, ConfigError: 422, ValidationError: 422}
 PAGE_ERRORS = (HTTPException, *STATUS_OF_ERROR)
 """What a caller can fix or must be told; anything else is the router's 500."""
 

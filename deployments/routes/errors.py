@@ -11,6 +11,26 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from preannotate.hub.catalog import HubError
+from preannotate.scheduler.errors import DeployRefused
+from preannotate.store import AlreadyExists, InvalidInput, InvalidState, NotFound
+
+
+class ServerNotReady(Exception):
+    """The server exists but is still deploying or loading; the caller should retry."""
+
+
+STATUS_OF_ERROR: dict[type[Exception], int] = {
+    ServerNotReady: 503,
+    NotFound: 404,
+    AlreadyExists: 409,
+    InvalidState: 409,
+    DeployRefused: 409,
+    InvalidInput: 400,
+    HubError: 422,
+}
+"""The status of each error a caller can fix, for the API and the pages alike."""
+
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong and, where it helps, what to do")

@@ -11,7 +11,8 @@ import ray
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from preannotate.deployments.routes.context import Ctx, CurrentUser, errors
+from preannotate.deployments.routes.context import Ctx, CurrentUser
+from preannotate.deployments.routes.errors import errors
 
 router = APIRouter(tags=["metrics"])
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["metrics"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}}} | errors(401, 403),
+    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}}} | errors(401, 403, 409),
 )
 def metrics(ctx: Ctx, user: CurrentUser) -> Response:
     """Jobs, tasks, bulk throughput, request latency, replicas, license seats and tokens,

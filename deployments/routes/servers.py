@@ -31,16 +31,13 @@ from preannotate.deployments.routes.context import (
     caller_roles,
     errors,
 )
+from preannotate.deployments.routes.errors import ServerNotReady
 from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store import NotFound, ServerStatus
 from preannotate.store.models import User
 
 router = APIRouter(tags=["servers"], route_class=JsonBodyRoute)
 MAX_INTERACTIVE_TASKS = 100
-
-
-class ServerNotReady(Exception):
-    """The server exists but is still deploying or loading; the caller should retry."""
 
 
 class PredictRequest(BaseModel):
