@@ -78,11 +78,13 @@ def start_control_plane(
 
 
 def stop_control_plane() -> None:
-    """Remove every Serve application (servers included) and the scheduler."""
+    """Remove the scheduler, then every Serve application (servers included). The
+    scheduler goes first: its running jobs stay `running` in the store and the next start
+    resumes them, where a scheduler that saw its servers vanish would cancel them."""
     scheduler = find_scheduler()
-    serve.shutdown()
     if scheduler is not None:
         ray.kill(scheduler, no_restart=True)
+    serve.shutdown()
 
 
 @dataclass(frozen=True)

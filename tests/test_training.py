@@ -168,7 +168,7 @@ def test_training_runs_next_to_bulk_work_and_the_model_is_deployed(api: httpx.Cl
         (r["id"], v["value"]["start"], v["value"]["end"], v["value"]["labels"][0])
         for r in held_out
         for v in r["completions"][0]["result"]
-        if v["value"]["labels"][0] in labels
+        if v["type"] == "labels" and v["value"]["labels"][0] in labels
     }
     found = {
         (p["task_id"], i["value"]["start"], i["value"]["end"], i["value"]["labels"][0])
