@@ -1,7 +1,7 @@
 """The Serve deployment of one pre-annotation server.
 
-Each replica loads its pipeline once, then batches documents from concurrent requests
-(`@serve.batch`) so that interactive calls and bulk jobs share one model load.
+Each replica loads its pipeline once; interactive calls and bulk jobs share that one load
+through two lanes (`lanes.py`), interactive first.
 """
 
 import asyncio
@@ -19,8 +19,6 @@ from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 
-MAX_BATCH_SIZE = 32
-
 
 @serve.deployment(name="model_server", health_check_period_s=10, max_ongoing_requests=64)
 class ModelServer:
@@ -32,20 +30,16 @@ class ModelServer:
         self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
         self.latency = LaneLatency(server_id)
 
-    # No wait for a batch to fill: a lone call runs at once, and calls that arrive while
-    # the pipeline is busy queue up and run together as the next batch.
-    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0)
-    async def _interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.lanes.interactive_lane, self.lanes.interactive, tasks
-        )
-
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The interactive lane: one prediction (or error) per task, in order; documents of
-        concurrent calls are batched together, ahead of bulk work."""
+        """The interactive lane: one prediction (or error) per task, in order, ahead of bulk
+        work. A call goes straight to the lane's thread: no `@serve.batch` queue, which cost
+        a few ms per call and gained little, as concurrent calls wait for the pipeline
+        anyway."""
         with self.latency.timed(INTERACTIVE):
-            return list(await asyncio.gather(*(self._interactive(task) for task in tasks)))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.lanes.interactive_lane, self.lanes.interactive, tasks
+            )
 
     async def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The bulk lane: a job's batch, in slices that yield to interactive calls."""
