@@ -156,17 +156,19 @@ def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_models_the_pipeline_cannot_run_are_refused(make_model) -> None:
-    """An assertion model on the spaCy runtime validates, but no runtime here can serve it."""
+    """An assertion model on the rule relation runtime validates, but that runtime only
+    serves relation models."""
     from preannotate.hub.catalog import HubError
 
     make_model(
-        "assert_a", kind="assertion", labels=["Absent"], embeddings="spacy_tok2vec_en_core_web_sm"
+        "assert_a", kind="assertion", labels=["Absent"], runtime="relation_rules", embeddings="none"
     )
     config = validate_config(
         project(labels_xml(*NER, 'value="Absent" assertion="true" model="assert_a"'))
     )
     with pytest.raises(
-        HubError, match=r"cannot run 'assert_a' \(assertion\) models on the spacy runtime yet"
+        HubError,
+        match=r"cannot run 'assert_a' \(assertion\) models on the relation_rules runtime yet",
     ):
         Pipeline(config)
 

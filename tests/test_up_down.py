@@ -1,7 +1,8 @@
 """`preannotate up` and `down` as a newcomer meets them, on real Ray heads started by the
 console script: an `up` that is refused starts nothing, one that fails half-way stops what
 it started, a second `up` here is refused (or joins with `--address auto`), and `down`
-stops exactly the head `up` started while another Ray on this machine keeps running.
+stops exactly the head `up` started while another Ray on this machine keeps running; a job
+that `down` interrupts is resumed by the next `up`.
 
 Every `up` gets its own data directory and free ports, so these tests run beside any other
 Ray on the machine and never touch it.
@@ -14,6 +15,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +23,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from preannotate.client.api import Client
+from preannotate.configs.project import load_project_config
+from tests.conftest import EXAMPLES
 
 PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
 NOTEBOOK = """
@@ -155,6 +161,7 @@ def test_an_up_that_fails_after_starting_ray_stops_it_and_says_where_the_traceba
     assert preannotate(home, "down").returncode == 2
 
 
+@pytest.mark.timeout(600)  # three `up`s, two `down`s and a 10,000-task job
 def test_up_twice_then_down_stops_exactly_the_head_up_started(
     tmp_path: Path, notebook: subprocess.Popen
 ) -> None:
@@ -177,6 +184,9 @@ def test_up_twice_then_down_stops_exactly_the_head_up_started(
     assert f"API at {url} " in joined.stdout
     assert httpx.get(f"{url}/health", timeout=30).status_code == 200
 
+    client = Client(url, (home / "admin-token").read_text().strip(), timeout=120)
+    project, job = _job_in_progress(client, tmp_path)
+
     head = psutil.Process(json.loads((home / "ray-head.json").read_text())["pid"])
     started = [head, *head.children(recursive=True)]
     names = {process.name() for process in started}
@@ -195,3 +205,50 @@ def test_up_twice_then_down_stops_exactly_the_head_up_started(
     notebook.stdin.flush()
     assert _answer(notebook, timeout=60) == "pong"
     assert preannotate(home, "down").returncode == 2
+
+    # The job that `down` interrupted is resumed by the next `up`, and each task gets
+    # exactly one prediction of it.
+    assert preannotate(home, "up", *up_options(api, gcs)).returncode == 0
+    try:
+        with Client(url, client.token, timeout=120) as again:
+            final = again.wait_for_job(job["id"])
+            assert (final["state"], final["done"], final["failed"]) == (
+                "succeeded",
+                FAULT_JOB_TASKS,
+                0,
+            )
+            assert _prediction_counts(again, project) == [1] * FAULT_JOB_TASKS
+    finally:
+        assert preannotate(home, "down").returncode == 0
+
+
+FAULT_JOB_TASKS = 10_000
+
+
+def _job_in_progress(client: Client, tmp_path: Path) -> tuple[int, dict]:
+    """A bulk job over FAULT_JOB_TASKS tasks of the news example, some of them done."""
+    config = load_project_config(EXAMPLES / "news" / "project.json").model_dump()
+    project = client.create_project(config)["id"]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        "\n".join(
+            json.dumps({"text": f"Angela Merkel met Tim Cook in Paris on day {i}."})
+            for i in range(FAULT_JOB_TASKS)
+        )
+    )
+    client.import_tasks(project, tasks)
+    job = client.preannotate(project)
+    deadline = time.monotonic() + 300
+    while client.job(job["id"])["done"] < 500:
+        assert time.monotonic() < deadline, "the job made no progress"
+        time.sleep(0.2)
+    return project, job
+
+
+def _prediction_counts(client: Client, project: int) -> list[int]:
+    counts, after = [], 0
+    while after is not None:
+        page = client.tasks(project, after_id=after, limit=1000)
+        counts += [task["predictions"] for task in page["tasks"]]
+        after = page["next_after_id"]
+    return counts
