@@ -82,8 +82,9 @@ def local_api(ingress: str | None = None) -> tuple[str, str]:
     `preannotate up` picks); returns its URL and an admin token."""
     import ray
 
-    from preannotate.client.launch import free_port, start_control_plane
+    from preannotate.client.launch import start_control_plane
     from preannotate.cluster.http_ingress import default_ingress, ingress_env
+    from preannotate.cluster.local_head import free_port
     from preannotate.cluster.ray_cluster import NAMESPACE
     from preannotate.configs.paths import database_url, hub_dir
 

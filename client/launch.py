@@ -9,7 +9,6 @@ up`/`down`, the demo, tests and benchmarks start their clusters through it.
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,13 @@ from preannotate.client import kept_token
 from preannotate.client.preflight import check_up
 from preannotate.cluster.http_ingress import PYTHON, default_ingress, ingress_env
 from preannotate.cluster.license import License
-from preannotate.cluster.local_head import HeadPorts, LocalHead, recorded_head, start_local_head
+from preannotate.cluster.local_head import (
+    HeadPorts,
+    LocalHead,
+    free_port,
+    recorded_head,
+    start_local_head,
+)
 from preannotate.cluster.ray_cluster import (
     connect,
     forget,
@@ -40,13 +45,6 @@ ROUTER_APP = "router"
 ADMIN = "admin"
 DATA_SETTINGS = ("PREANNOTATE_HOME", "PREANNOTATE_HUB_DIR", "PREANNOTATE_DATABASE_URL")
 """The environment that chooses where an installation keeps its data (`configs/paths.py`)."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now, for an API that must not collide with others."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def admin_token(store: Store) -> str:

@@ -16,20 +16,13 @@ machine (a test cluster next to a user's) never collide.
 """
 
 import shutil
-import socket
 
-from preannotate.cluster.local_head import ClusterError
+from preannotate.cluster.local_head import ClusterError, free_port
 
 HAPROXY = "haproxy"
 PYTHON = "python"
 INGRESSES = (HAPROXY, PYTHON)
 DRAIN_S = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def default_ingress() -> str:
@@ -52,8 +45,8 @@ def ingress_env(ingress: str) -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         # A stopping router replica waits this long for HAProxy to stop sending it requests
         # (Serve's default, 30 s, made every `down` and restart wait half a minute).
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),

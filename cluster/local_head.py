@@ -50,6 +50,13 @@ def ray_executable() -> str:
     return str(local) if local.exists() else shutil.which("ray") or "ray"
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a listener that must not collide with others."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def ensure_free(host: str, port: int, what: str, option: str) -> None:
     """Refuse (ClusterError) unless something could listen on `host:port` now; `what` names
     the port's use and `option` the setting that changes it."""

@@ -111,8 +111,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from preannotate.client.launch import free_port, start_control_plane
+    from preannotate.client.launch import start_control_plane
     from preannotate.cluster.http_ingress import default_ingress, ingress_env
+    from preannotate.cluster.local_head import free_port
     from preannotate.cluster.ray_cluster import NAMESPACE
 
     home = tmp_path_factory.mktemp("cluster-home")
@@ -181,7 +182,7 @@ def postgres_url() -> Iterator[str]:
     import subprocess
     import tempfile
 
-    from preannotate.client.launch import free_port
+    from preannotate.cluster.local_head import free_port
 
     on_path = shutil.which("initdb")
     versions = Path("/usr/lib/postgresql").glob("*/bin/initdb")  # Debian: one per major

@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 
 from preannotate.client.api import ApiError, Client, Json, connection_settings, task_format
 from preannotate.client.cli import app
-from preannotate.client.launch import free_port
+from preannotate.cluster.local_head import free_port
 from preannotate.configs.project import load_project_config
 from tests.conftest import EXAMPLES, RayCluster
 
