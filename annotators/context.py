@@ -10,17 +10,15 @@ contain a trigger but qualify nothing. Phrases match whole words, longest first,
 word trie, so the work per chunk is bounded by the window, never by the sentence length.
 """
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from preannotate.annotators.sentences import Sentences
-from preannotate.configs.errors import validation_problems
-from preannotate.configs.textfiles import read_text
+from preannotate.configs.textfiles import read_json_as
 
 TOKEN = re.compile(r"\w+(?:[-'/]\w+)*|[^\w\s]")
 MAX_PHRASE_WORDS = 8
@@ -131,12 +129,7 @@ class ContextModel:
     @classmethod
     def load(cls, file: Path, statuses: list[str]) -> "ContextModel":
         """Read and check a lexicon file: its statuses must be ones the model declares."""
-        try:
-            lexicon = Lexicon.model_validate(json.loads(read_text(file)))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} is not valid JSON: {exc}") from None
-        except ValidationError as exc:
-            raise ValueError("; ".join(validation_problems(exc, str(file)))) from None
+        lexicon = read_json_as(file, TypeAdapter(Lexicon))
         unknown = sorted(({lexicon.default, *lexicon.priority, *lexicon.triggers}) - set(statuses))
         if unknown:
             raise ValueError(

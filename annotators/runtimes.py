@@ -7,22 +7,20 @@ other frameworks (Spark NLP, transformers) register a runtime class under the
 `preannotate.runtimes` entry-point group with the runtime name their manifests use.
 """
 
-import json
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from preannotate.annotators.context import ContextModel
 from preannotate.annotators.marked import predict_assertions, predict_relations
 from preannotate.annotators.relations import Relation, RuleRelations
 from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Source, Span
-from preannotate.configs.errors import validation_problems
 from preannotate.configs.project import ProjectConfig
 from preannotate.configs.relations import RelationRule
-from preannotate.configs.textfiles import read_text
+from preannotate.configs.textfiles import read_json_as
 from preannotate.hub.catalog import HubError, HubModel
 
 LEXICON_FILE = "lexicon.json"
@@ -158,11 +156,9 @@ class RuleRelationRuntime(ModelRuntime):
         super().__init__(model)
         file = _data_file(model, RULES_FILE)
         try:
-            rules = RULE_LIST.validate_python(json.loads(read_text(file)))
-        except json.JSONDecodeError as exc:
-            raise HubError(f"{file} is not valid JSON: {exc}") from None
-        except ValidationError as exc:
-            raise HubError("; ".join(validation_problems(exc, str(file)))) from None
+            rules = read_json_as(file, RULE_LIST)
+        except ValueError as exc:
+            raise HubError(str(exc)) from None
         self.rules = RuleRelations(rules)
 
     def configure(self, project: ProjectConfig) -> None:

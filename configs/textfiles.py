@@ -7,10 +7,14 @@ name and the byte at fault, never read as garbage.
 """
 
 import codecs
+import json
 import re
 from pathlib import Path
+from typing import Any
 
-from preannotate.configs.errors import ConfigError
+from pydantic import TypeAdapter, ValidationError
+
+from preannotate.configs.errors import ConfigError, validation_problems
 
 BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -51,3 +55,14 @@ def read_text(path: Path, xml: bool = False) -> str:
                 f"at offset {offset} cannot be decoded; save the file as UTF-8"
             ]
         ) from None
+
+
+def read_json_as(path: Path, adapter: TypeAdapter[Any]) -> Any:
+    """A JSON data file checked against `adapter`; a ValueError naming the file and each
+    problem when it is not valid JSON or does not fit."""
+    try:
+        return adapter.validate_python(json.loads(read_text(path)))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError("; ".join(validation_problems(exc, str(path)))) from None
