@@ -98,6 +98,8 @@ class TaskPrediction:
     model_version: str
     result: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    usage: dict[str, int] | None = None
+    """External LLM requests and tokens spent on the task, when its prompts called one."""
 
     @property
     def score(self) -> float | None:
@@ -106,11 +108,12 @@ class TaskPrediction:
         return sum(scores) / len(scores) if scores else None
 
     def as_json(self) -> dict[str, Any]:
+        cost = {"usage": self.usage} if self.usage else {}
         if self.error is not None:
-            return {"task_id": self.task_id, "error": self.error}
+            return {"task_id": self.task_id, "error": self.error} | cost
         return {
             "task_id": self.task_id,
             "result": self.result,
             "score": self.score,
             "model_version": self.model_version,
-        }
+        } | cost

@@ -2,12 +2,14 @@
 
 A runtime loads one hub model once per process and annotates a batch of texts. Built in:
 spaCy (NER, classification, and trained assertion and relation classifiers over marked
-chunks), ConText (assertion status from a lexicon) and rule relations;
+chunks), ConText (assertion status from a lexicon), rule relations and zero-shot prompts on
+sentence embeddings (`zero_shot.py`);
 other frameworks (Spark NLP, transformers) register a runtime class under the
 `preannotate.runtimes` entry-point group with the runtime name their manifests use.
 """
 
 from collections.abc import Sequence
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from preannotate.annotators.relations import Relation, RuleRelations
 from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Source, Span
 from preannotate.configs.project import ProjectConfig
+from preannotate.configs.prompts import ClassificationPrompt, EntityPrompt, RelationPrompt
 from preannotate.configs.relations import RelationRule
 from preannotate.configs.textfiles import read_json_as
 from preannotate.hub.catalog import HubError, HubModel
@@ -36,6 +39,12 @@ class ModelRuntime:
     def __init__(self, model: HubModel):
         self.model = model
         self.source = Source("model", model.name, model.manifest.version)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why the runtime cannot load models on this machine (a missing jar), checked
+        before a configuration deploys; None when it can."""
+        return None
 
     def configure(self, project: ProjectConfig) -> None:
         """Read what a project adds to the model (relation rules); nothing by default."""
@@ -60,17 +69,42 @@ class ModelRuntime:
         """A score per class for each text."""
         raise HubError(f"the {self.model.manifest.runtime} runtime cannot run classifiers")
 
+    # Zero-shot prompts (models of kind zero_shot): the prompts come with each call, and
+    # every region carries the provenance of the prompt that found it.
+
+    def prompt_entities(
+        self, docs: Sequence[Sentences], prompts: Sequence[EntityPrompt]
+    ) -> list[list[Span]]:
+        """Whole, non-overlapping chunks the entity prompts of one `<Labels>` find."""
+        raise HubError(f"the {self.model.manifest.runtime} runtime cannot run prompts")
+
+    def prompt_classes(
+        self, docs: Sequence[Sentences], prompt: ClassificationPrompt, multiple: bool
+    ) -> list[dict[str, float]]:
+        """The classes picked for each document (one unless `multiple`), with confidence."""
+        raise HubError(f"the {self.model.manifest.runtime} runtime cannot run prompts")
+
+    def prompt_relations(
+        self,
+        docs: Sequence[Sentences],
+        chunks: Sequence[Sequence[Span]],
+        prompts: Sequence[RelationPrompt],
+    ) -> list[list[Relation]]:
+        """`(from chunk index, to chunk index, relation)` the relation prompts find."""
+        raise HubError(f"the {self.model.manifest.runtime} runtime cannot run prompts")
+
 
 class SpacyRuntime(ModelRuntime):
     """spaCy pipelines: only the components the model's kind needs run, batched by nlp.pipe.
     A trained assertion or relation model is a text classifier that reads chunks marked in
     their context (`annotators/marked.py`)."""
 
-    KINDS = frozenset({"ner", "classification", "assertion", "relation"})
+    KINDS = frozenset({"ner", "classification", "assertion", "relation", "visual_ner"})
 
     CLASSIFIERS = {"textcat", "textcat_multilabel"}
     WANTED = {
         "ner": {"ner"},
+        "visual_ner": {"ner"},  # trained on page text (`annotators/visual_training.py`)
         "classification": CLASSIFIERS,
         "assertion": CLASSIFIERS,
         "relation": CLASSIFIERS,
@@ -177,14 +211,30 @@ BUILTIN_RUNTIMES: dict[str, type[ModelRuntime]] = {
 }
 
 
+RUNTIME_MODULES = {
+    "spark-nlp": "preannotate.annotators.spark_nlp:SparkNlpRuntime",
+    "sentence-transformers": "preannotate.annotators.zero_shot:SentenceEmbeddingRuntime",
+}
+"""Built-in runtimes in modules of their own, imported when a manifest names them (their
+modules subclass ModelRuntime, so this module names them rather than importing them)."""
+
+
+def builtin_runtime(name: str) -> type[ModelRuntime] | None:
+    """The built-in runtime class of that name, or None."""
+    if name in RUNTIME_MODULES:
+        module, attribute = RUNTIME_MODULES[name].split(":")
+        return getattr(import_module(module), attribute)
+    return BUILTIN_RUNTIMES.get(name)
+
+
 def load_runtime(model: HubModel) -> ModelRuntime:
     """Instantiate the runtime a manifest names, built in or from an installed plugin."""
     name = model.manifest.runtime
-    runtime = BUILTIN_RUNTIMES.get(name)
+    runtime = builtin_runtime(name)
     if runtime is None:
         plugins = {ep.name: ep for ep in entry_points(group="preannotate.runtimes")}
         if name not in plugins:
-            known = sorted({*BUILTIN_RUNTIMES, *plugins})
+            known = sorted({*BUILTIN_RUNTIMES, *RUNTIME_MODULES, *plugins})
             raise HubError(
                 f"model '{model.name}' needs the '{name}' runtime, which is not installed "
                 f"(installed: {', '.join(known)})"

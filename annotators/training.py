@@ -21,6 +21,7 @@ from preannotate.annotators.marked_training import (
     relation_gold,
 )
 from preannotate.annotators.runtimes import load_runtime
+from preannotate.annotators.visual_training import visual_gold
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import LabelingConfig
 from preannotate.configs.training import MARKED_KINDS, TrainingSpec
@@ -40,6 +41,7 @@ GOLD_NAMES = {
     "classification": "choices",
     "assertion": "assertion labels",
     "relation": "relations",
+    "visual_ner": "boxes on pages",
 }
 
 
@@ -157,6 +159,8 @@ def training_data(
         gold = assertion_gold if spec.kind == "assertion" else relation_gold
         offered, texts, chunks = gold(labeling, annotated)
         data = TrainingData(spec.kind, offered, texts, chunks)
+    elif spec.kind == "visual_ner":  # learnt as NER over page text
+        data = TrainingData("ner", *visual_gold(labeling, annotated))
     else:
         build = _ner_data if spec.kind == "ner" else _classification_data
         data = build(labeling, annotated)
@@ -252,7 +256,7 @@ def _blank_or_base(spec: TrainingSpec, data: TrainingData, base: HubModel | None
         nlp.select_pipes(enable=["ner"])
         return nlp
     nlp = spacy.blank("en")
-    pipe = "ner" if spec.kind == "ner" else ("textcat_multilabel" if data.multiple else "textcat")
+    pipe = "ner" if data.kind == "ner" else ("textcat_multilabel" if data.multiple else "textcat")
     nlp.add_pipe(pipe)
     return nlp
 

@@ -8,6 +8,7 @@ carrying the server's message; transport problems surface as `httpx.TransportErr
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -204,6 +205,24 @@ class Client:
                 },
             )
 
+    def upload_files(self, project_id: int, paths: list[Path]) -> Json:
+        """Upload documents (PDFs, images) in one request, each becoming a task, all or
+        nothing: `{"files": [{id, task_id, sha256, name, kind, size, pages}, ...]}`."""
+        with ExitStack() as stack:
+            parts = [
+                ("files", (Path(p).name, stack.enter_context(Path(p).open("rb")))) for p in paths
+            ]
+            return self._call("POST", f"/projects/{project_id}/files", files=parts)
+
+    def render(
+        self, project_id: int, task_id: int, page: int = 1, version: int | None = None
+    ) -> bytes:
+        """A page of a task's document with a prediction's boxes drawn on it, as PNG."""
+        params = {"page": page} | ({"version": version} if version is not None else {})
+        response = self.http.get(f"/projects/{project_id}/tasks/{task_id}/render", params=params)
+        _raise_for_status(response)
+        return response.content
+
     def tasks(self, project_id: int, after_id: int = 0, limit: int = 100) -> Json:
         """One page: `{"tasks": [...], "next_after_id": int | None}`."""
         return self._call(
@@ -253,6 +272,42 @@ class Client:
                 )
             time.sleep(0.5)
 
+    # -- LLM providers -------------------------------------------------------------------
+
+    def add_provider(
+        self,
+        name: str,
+        kind: str,
+        base_url: str,
+        api_key: str,
+        api_version: str | None = None,
+        timeout_s: float | None = None,
+        concurrency: int | None = None,
+    ) -> Json:
+        """Register an external LLM provider (admins only); the key is stored encrypted
+        and never comes back."""
+        body = {
+            "name": name,
+            "kind": kind,
+            "base_url": base_url,
+            "api_key": api_key,
+            "api_version": api_version,
+            "timeout_s": timeout_s,
+            "concurrency": concurrency,
+        }
+        return self._call("POST", "/providers", json=body)
+
+    def providers(self) -> list[Json]:
+        return self._call("GET", "/providers")
+
+    def delete_provider(self, name: str) -> Json:
+        return self._call("DELETE", f"/providers/{quote(name, safe='')}")
+
+    def validate_provider(self, name: str, model: str | None = None) -> Json:
+        """Call the provider once: `{ok, answer, error, llm_requests, ...}`."""
+        path = f"/providers/{quote(name, safe='')}/validate"
+        return self._call("POST", path, json={"model": model})
+
     # -- jobs ----------------------------------------------------------------------------
 
     def preannotate(
@@ -261,13 +316,16 @@ class Client:
         task_ids: list[int] | None = None,
         server_id: str | None = None,
         deploy_if_missing: bool = True,
+        token_budget: int | None = None,
     ) -> Json:
-        """Start a bulk pre-annotation job over the given tasks (all tasks when None)."""
+        """Start a bulk pre-annotation job over the given tasks (all tasks when None); with
+        `token_budget`, it stops once its external LLM prompts used that many tokens."""
         body = {
             "task_ids": task_ids,
             "all": task_ids is None,
             "server_id": server_id,
             "deploy_if_missing": deploy_if_missing,
+            "token_budget": token_budget,
         }
         return self._call("POST", f"/projects/{project_id}/preannotate", json=body)
 

@@ -7,12 +7,13 @@ exits with status 2; nothing it was given is changed.
 
 import json
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,11 +34,16 @@ from preannotate.client.console import (
 from preannotate.client.licenses import PublicKeyOption, license_app, verified_license
 from preannotate.cluster.http_ingress import default_ingress
 from preannotate.cluster.local_head import HeadPorts
+from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import load_project_config
+from preannotate.configs.prompts import ExternalPrompt, PromptLibrary, read_prompt_file
 from preannotate.configs.rules import RuleLibrary, read_rule_file
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.store.tasks_io import read_task_records
+
+if TYPE_CHECKING:
+    from preannotate.annotators.visual_pipeline import VisualPipeline
 
 app = typer.Typer(
     cls=ReportingGroup, help="Pre-annotation serving cluster on Ray.", no_args_is_help=True
@@ -47,9 +53,13 @@ hub_app = typer.Typer(
     help="The Models Hub: models and their predefined labels.", no_args_is_help=True
 )
 rules_app = typer.Typer(help="The shared rule library.", no_args_is_help=True)
+prompts_app = typer.Typer(
+    help="The shared prompt library: zero-shot and external LLM prompts.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(hub_app, name="hub")
 app.add_typer(rules_app, name="rules")
+app.add_typer(prompts_app, name="prompts")
 app.add_typer(license_app, name="license")
 app.add_typer(remote.commands)
 
@@ -91,6 +101,7 @@ def config_validate(file: Path, as_json: Annotated[bool, typer.Option("--json")]
         "hash": config.hash,
         "models": {name: m.version for name, m in config.models.items()},
         "rules": [r.name for r in config.rules],
+        "prompts": {name: p.version for name, p in config.prompts.items()},
         "resources_per_replica": config.replica_resources(),
     }
     if as_json:
@@ -123,23 +134,36 @@ def annotate(
         Path | None, typer.Option("--out", help="JSONL output (default stdout)")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
+    render: Annotated[
+        Path | None,
+        typer.Option(help="also write one PNG per document page with its boxes to this folder"),
+    ] = None,
 ) -> None:
-    """Pre-annotate tasks offline, without a cluster: one JSON line per task."""
-    from preannotate.annotators.pipeline import Pipeline
+    """Pre-annotate tasks offline, without a cluster: one JSON line per task. Document
+    tasks name their files as `local://<path>` under PREANNOTATE_FILES_ROOT (default: the
+    tasks file's folder)."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline, pipeline_for
+    from preannotate.configs.paths import files_root
 
     with user_errors():
         validated = load_validated(config)
         total = sum(1 for _ in read_task_records(tasks))
-        pipeline = Pipeline(validated)
+        root = files_root() or tasks.resolve().parent
+        pipeline = pipeline_for(validated, root=root)
+        if render is not None and not isinstance(pipeline, VisualPipeline):
+            raise ConfigError(["--render draws documents: the configuration has no <Image>"])
         sink = out_file.open("w") if out_file else sys.stdout
         failed = 0
         try:
             with _progress() as progress:
                 bar = progress.add_task("pre-annotating", total=total)
                 for batch in _batches(read_task_records(tasks), batch_size):
-                    for prediction in pipeline.annotate(batch):
+                    for task, prediction in zip(batch, pipeline.annotate(batch), strict=True):
                         failed += prediction.error is not None
                         sink.write(json.dumps(prediction.as_json()) + "\n")
+                        if render is not None and prediction.error is None:
+                            assert isinstance(pipeline, VisualPipeline)
+                            _write_pages(render, pipeline, task, prediction.result)
                     progress.advance(bar, len(batch))
         finally:
             if out_file:
@@ -147,6 +171,20 @@ def annotate(
     err.print(
         f"{total - failed} predicted, {failed} failed" + (f" -> {out_file}" if out_file else "")
     )
+
+
+def _write_pages(
+    folder: Path, pipeline: "VisualPipeline", task: dict[str, Any], result: list[dict[str, Any]]
+) -> None:
+    """`task-<id>-page-<n>.png` for each page of the task's document, boxes drawn."""
+    from preannotate.annotators.pipeline import task_data
+    from preannotate.annotators.task_pages import rendered_pages
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = task_data(task)
+    pages = rendered_pages(pipeline.image, data, result, pipeline.root, pipeline.limits)
+    for number, png in pages:
+        (folder / f"task-{task['id']}-page-{number}.png").write_bytes(png)
 
 
 @hub_app.command("list")
@@ -208,6 +246,36 @@ def rules_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     out.print(table)
 
 
+@prompts_app.command("add")
+def prompts_add(file: Path) -> None:
+    """Add prompts from a JSON file (one prompt or a list); a changed prompt under a name
+    already in the library gets the next version."""
+    library = PromptLibrary()
+    with user_errors():
+        prompts = read_prompt_file(file)
+    for prompt in prompts:
+        stored = library.add(prompt)
+        out.print(
+            f"added prompt {stored.name} v{stored.version} "
+            f"({stored.type} -> {', '.join(stored.labels)})",
+            markup=False,
+        )
+
+
+@prompts_app.command("list")
+def prompts_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Prompts in the shared library."""
+    prompts = PromptLibrary().prompts()
+    if as_json:
+        out.print_json(data=[p.model_dump() for p in prompts])
+        return
+    table = Table("Prompt", "Version", "Type", "Labels", "Runs on")
+    for p in prompts:
+        runs_on = f"{p.provider} / {p.model}" if isinstance(p, ExternalPrompt) else p.model
+        table.add_row(p.name, str(p.version), p.type, ", ".join(p.labels), runs_on)
+    out.print(table)
+
+
 def print_predictions(tasks: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> None:
     """A readable table: each task's text with its pre-annotations (entities, classes,
     assertion statuses, relations between entities)."""
@@ -222,7 +290,8 @@ def print_predictions(tasks: list[dict[str, Any]], predictions: list[dict[str, A
                 if "value" in item
             }
             found = Text("\n").join(_described(item, texts) for item in prediction["result"])
-        table.add_row(str(task.get("id")), task["data"]["text"], found)
+        shown = task["data"].get("text") or " ".join(map(str, task["data"].values()))
+        table.add_row(str(task.get("id")), shown, found)
     out.print(table)
 
 
@@ -232,8 +301,11 @@ def _described(item: dict[str, Any], texts: dict[str, str | None]) -> Text:
         what = f"{texts.get(item['from_id'])} -> {texts.get(item['to_id'])}"
         labels = item.get("labels", [])
     else:
-        what = item["value"].get("text") or ", ".join(item["value"].get("choices", []))
-        labels = item["value"].get("labels", [])
+        value, boxed = item["value"], item.get("meta", {}).get("text", [])
+        what = value.get("text") or " ".join(boxed) or ", ".join(value.get("choices", []))
+        labels = value.get("labels") or value.get("rectanglelabels", [])
+        if "item_index" in item:
+            what += f" (page {item['item_index'] + 1})"
     source = item["provenance"]
     return Text.assemble(
         f"{what} ", (", ".join(labels), "bold"), (f" ({source['type']} {source['name']})", "dim")
@@ -247,14 +319,33 @@ def _examples() -> list[tuple[ValidatedConfig, list[dict[str, Any]]]]:
     ]
 
 
+def _example_documents(folder: Path) -> None:
+    """The visual example's PDFs and scan, generated into `folder` (none are shipped)."""
+    import runpy
+
+    runpy.run_path(str(EXAMPLES / "visual" / "generate.py"))["write_documents"](folder)
+
+
 def _demo_over_http(
-    url: str, token: str, examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]]
+    url: str,
+    token: str,
+    examples: list[tuple[ValidatedConfig, list[dict[str, Any]]]],
+    documents: Path,
 ) -> None:
+    """Each example as a project and a server; the visual one's documents are uploaded,
+    and their tasks predicted."""
+    from preannotate.annotators.visual_pipeline import is_visual
     from preannotate.client.api import Client
+    from preannotate.configs.files import LOCAL
 
     with Client(url, token) as client, remote.api_errors(url):
         for config, tasks in examples:
             project = client.create_project(config.project.model_dump())
+            if is_visual(config.labeling):
+                files = [documents / t["data"]["image"].removeprefix(LOCAL) for t in tasks]
+                client.upload_files(project["id"], files)
+                uploaded = client.iter_tasks(project["id"])
+                tasks = [{"id": t["id"], "data": t["data"]} for t in uploaded]
             with err.status(f"deploying {config.project.name}"):
                 server = client.deploy(project["id"])
                 client.wait_until_ready(server["id"])
@@ -284,14 +375,16 @@ def demo(
     removed when it ends: your own data directory, and any cluster that
     `preannotate up` started, stay exactly as they were.
     """
-    from preannotate.annotators.pipeline import Pipeline
+    from preannotate.annotators.visual_pipeline import pipeline_for
     from preannotate.client.launch import throwaway_cluster
 
-    with user_errors():
-        examples = _examples()
+    with user_errors(), tempfile.TemporaryDirectory() as folder:
+        examples, documents = _examples(), Path(folder)
+        _example_documents(documents)
         if offline:
             for config, tasks in examples:
-                predictions = [p.as_json() for p in Pipeline(config).annotate(tasks)]
+                pipeline = pipeline_for(config, root=documents)
+                predictions = [p.as_json() for p in pipeline.annotate(tasks)]
                 out.rule(f"{config.project.name}: configuration {config.hash}")
                 print_predictions(tasks, predictions)
         else:
@@ -299,7 +392,7 @@ def demo(
                 with err.status("starting a throwaway Ray cluster and the API"):
                     url, token = cluster.enter_context(throwaway_cluster())
                 cluster.callback(err.print, "stopping the demo cluster and removing its data")
-                _demo_over_http(url, token, examples)
+                _demo_over_http(url, token, examples, documents)
                 if keep:
                     _serve_until_interrupted(url, token)
     _next_steps()

@@ -43,7 +43,13 @@ from preannotate.store import Store
 
 ROUTER_APP = "router"
 ADMIN = "admin"
-DATA_SETTINGS = ("PREANNOTATE_HOME", "PREANNOTATE_HUB_DIR", "PREANNOTATE_DATABASE_URL")
+DATA_SETTINGS = (
+    "PREANNOTATE_HOME",
+    "PREANNOTATE_HUB_DIR",
+    "PREANNOTATE_DATABASE_URL",
+    "PREANNOTATE_FILES_DIR",
+    "PREANNOTATE_FILES_ROOT",
+)
 """The environment that chooses where an installation keeps its data (`configs/paths.py`)."""
 
 

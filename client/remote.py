@@ -7,6 +7,8 @@ up` started) and names projects by id or by name. Answers the user can act on (a
 that is not running) become `error:` lines and exit status 2, like the offline commands.
 """
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -31,6 +33,7 @@ from rich.text import Text
 from preannotate.client import kept_token
 from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
 from preannotate.client.console import USER_ERROR, err, error, out, user_errors
+from preannotate.client.inputs import OutputFormat, checked_input, run_input
 from preannotate.configs.project import load_project_config
 
 EXIT_INTERRUPTED = 130
@@ -40,21 +43,27 @@ ERRORS_SHOWN = 5
 
 projects_app = typer.Typer(help="Projects on the cluster.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Tasks of a project.", no_args_is_help=True)
+files_app = typer.Typer(help="Documents (PDFs, images) of a project.", no_args_is_help=True)
 servers_app = typer.Typer(help="Pre-annotation servers (the Clusters page).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Bulk pre-annotation and training jobs.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and their API tokens.", no_args_is_help=True)
 members_app = typer.Typer(help="Who may work on a project, and how.", no_args_is_help=True)
 models_app = typer.Typer(help="Models and their trained versions.", no_args_is_help=True)
+providers_app = typer.Typer(
+    help="External LLM providers that external prompts call (admins only).", no_args_is_help=True
+)
 commands = typer.Typer()
 """Every command of this module; added without a name, its commands and groups become
 top-level ones of the app that adds it."""
 commands.add_typer(projects_app, name="projects")
 commands.add_typer(tasks_app, name="tasks")
+commands.add_typer(files_app, name="files")
 commands.add_typer(servers_app, name="servers")
 commands.add_typer(jobs_app, name="jobs")
 commands.add_typer(users_app, name="users")
 commands.add_typer(members_app, name="members")
 commands.add_typer(models_app, name="models")
+commands.add_typer(providers_app, name="providers")
 
 
 class ExportFormat(StrEnum):
@@ -68,6 +77,11 @@ class JobState(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class ProviderKind(StrEnum):
+    openai = "openai"
+    azure_openai = "azure-openai"
 
 
 class Role(StrEnum):
@@ -188,6 +202,36 @@ def tasks_import(
     _say(f"imported {imported['count']} tasks into project {project_id}{ids}")
 
 
+@files_app.command("import")
+def files_import(
+    project: ProjectRef,
+    files: Annotated[list[Path], typer.Argument(help="PDFs or PNG, JPEG, TIFF images")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Upload documents to a project, one task each; a file the server refuses stops the
+    import there (the files before it stay imported)."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        error(f"no such file: {', '.join(missing)}")
+        raise typer.Exit(USER_ERROR)
+    with connected(url, token) as client:
+        project_id = client.resolve_project(project)
+        progress = Progress(TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), console=err)
+        uploaded = []
+        with progress:
+            bar = progress.add_task("", total=len(files))
+            for file in files:
+                uploaded += client.upload_files(project_id, [file])["files"]
+                progress.advance(bar)
+    pages = sum(f["pages"] for f in uploaded)
+    first, last = uploaded[0]["task_id"], uploaded[-1]["task_id"]
+    _say(
+        f"imported {len(uploaded)} files ({pages} pages) into project {project_id} "
+        f"as tasks {first}..{last}"
+    )
+
+
 @users_app.command("create")
 def users_create(
     name: str,
@@ -276,6 +320,9 @@ SERVER_COLUMNS: dict[str, Callable[[Json], Any]] = {
     "Status": itemgetter("status"),
     "Projects": lambda s: ", ".join(map(str, s["projects"])),
     "Models": lambda s: ", ".join(f"{m['name']} {m['version']}" for m in s["models"]),
+    "Prompts": lambda s: ", ".join(
+        f"{p['name']} v{p['version']} ({', '.join(p['labels'])})" for p in s.get("prompts", [])
+    ),
     "Replicas": lambda s: f"{s['replicas']['running']}/{s['replicas']['target']}",
     "Deployed at": lambda s: _when(s["deployed_at"]),
 }
@@ -355,9 +402,21 @@ def _follow(client: Client, job_id: int) -> Json:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def _llm_usage(job: Json) -> str:
+    budget = job["params"].get("token_budget")
+    used = (job.get("prompt_tokens") or 0) + (job.get("completion_tokens") or 0)
+    return (
+        f"external LLM: {job['llm_requests']} requests, {used} tokens "
+        f"({job.get('prompt_tokens') or 0} prompt, {job.get('completion_tokens') or 0} completion)"
+        + (f" of a budget of {budget}" if budget else "")
+    )
+
+
 def _report(job: Json) -> None:
     """The outcome of a finished job; exit 1 unless it succeeded."""
     if job["state"] != "succeeded":
+        if job.get("llm_requests"):
+            _say(_llm_usage(job), err)
         error(f"job {job['id']} {job['state']}: {job['reason']}")
         raise typer.Exit(1)
     if job["kind"] == "train":
@@ -372,6 +431,8 @@ def _report(job: Json) -> None:
         f"job {job['id']} succeeded: {job['done']} predicted, {job['failed']} failed "
         f"in {_seconds(job):.1f} s"
     )
+    if job.get("llm_requests"):
+        _say(_llm_usage(job))
     for failure in job["errors"][:ERRORS_SHOWN]:
         _say(f"task {failure['task_id']}: {failure['error']}", err)
     if len(job["errors"]) > ERRORS_SHOWN:
@@ -402,19 +463,47 @@ def run(
     deploy_if_missing: Annotated[
         bool, typer.Option("--deploy/--no-deploy", help="deploy a server when the project has none")
     ] = True,
+    token_budget: Annotated[
+        int | None,
+        typer.Option(min=1, help="stop the job once its external LLM prompts used these tokens"),
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="print the job id and return at once")
     ] = False,
+    input: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            help="pre-annotate this Parquet/JSONL/CSV file or folder, or Spark table, "
+            "instead of the project's tasks",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="with --input: the folder the results go to")
+    ] = None,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="with --input: the output files' format")
+    ] = OutputFormat.parquet,
+    text_col: Annotated[str, typer.Option(help="with --input: the column of texts")] = "text",
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Pre-annotate a project's tasks as a job, with a live progress bar (Ctrl-C cancels)."""
+    """Pre-annotate a project's tasks as a job, with a live progress bar (Ctrl-C cancels);
+    with --input, pre-annotate files or a Spark table into --output instead (resumable)."""
+    if input is not None:
+        spec, folder = checked_input(input, output, text_col, bool(task_id) or detach)
+        with connected(url, token) as client:
+            project_id = client.resolve_project(project)
+            client.preannotate_options(project_id)  # only its managers may pre-annotate it
+        run_input(spec, project_id, folder, server, text_col, format)
+        return
     with connected(url, token) as client:
         job = client.preannotate(
             client.resolve_project(project),
             task_ids=task_id or None,
             server_id=server,
             deploy_if_missing=deploy_if_missing,
+            token_budget=token_budget,
         )
         if detach:
             _say(str(job["id"]))
@@ -430,8 +519,8 @@ def train(
     kind: Annotated[
         str,
         typer.Option(
-            help="ner (<Labels>), classification (<Choices>), assertion (assertion labels) "
-            "or relation (<Relations>)"
+            help="ner (<Labels>), classification (<Choices>), assertion (assertion labels), "
+            "relation (<Relations>) or visual_ner (<RectangleLabels> on documents)"
         ),
     ] = "ner",
     base_model: Annotated[str | None, typer.Option(help="hub NER model to start from")] = None,
@@ -510,6 +599,107 @@ def jobs_cancel(job_id: int, url: Url = None, token: Token = None) -> None:
     with connected(url, token) as client:
         job = client.cancel_job(job_id)
     _say(f"job {job['id']} {job['state']}")
+
+
+# -- LLM providers -------------------------------------------------------------------------
+
+
+def _api_key(env_var: str | None) -> str:
+    """The key from the named environment variable, else from stdin (typed unseen on a
+    terminal); never from the command line, where other users and the history would see it."""
+    if env_var:
+        key = os.environ.get(env_var, "").strip()
+        if not key:
+            raise ApiError(400, f"the environment variable {env_var} is not set or empty")
+        return key
+    if sys.stdin.isatty():
+        return typer.prompt("API key", hide_input=True).strip()
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise ApiError(400, "no API key on stdin; pipe it in or use --api-key-env VAR")
+    return key
+
+
+PROVIDER_COLUMNS: dict[str, Callable[[Json], Any]] = {
+    "Name": itemgetter("name"),
+    "Kind": itemgetter("kind"),
+    "Base URL": itemgetter("base_url"),
+    "API version": itemgetter("api_version"),
+    "Added": lambda p: _when(p["created_at"]),
+}
+
+
+@providers_app.command("add")
+def providers_add(
+    name: str,
+    kind: Annotated[ProviderKind, typer.Option(help="the service's protocol")],
+    base_url: Annotated[
+        str, typer.Option(help="https://api.openai.com/v1 or https://<resource>.openai.azure.com")
+    ],
+    api_version: Annotated[
+        str | None, typer.Option(help="Azure OpenAI's api-version, e.g. 2024-10-21")
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(metavar="VAR", help="read the key from this variable (default: stdin)"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.1, help="seconds per request (default 60)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="requests in flight per replica (default 4)")
+    ] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Register an OpenAI or Azure OpenAI provider; its key is stored encrypted."""
+    with connected(url, token) as client:
+        provider = client.add_provider(
+            name,
+            kind.value,
+            base_url,
+            _api_key(api_key_env),
+            api_version,
+            timeout_s=timeout,
+            concurrency=concurrency,
+        )
+    _say(f"added provider {provider['name']} ({provider['kind']}, {provider['base_url']})")
+
+
+@providers_app.command("list")
+def providers_list(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Registered providers (never their keys)."""
+    with connected(url, token) as client:
+        _listing(client.providers(), as_json, PROVIDER_COLUMNS)
+
+
+@providers_app.command("delete")
+def providers_delete(name: str, url: Url = None, token: Token = None) -> None:
+    """Forget a provider and its key."""
+    with connected(url, token) as client:
+        client.delete_provider(name)
+    _say(f"deleted provider {name}")
+
+
+@providers_app.command("validate")
+def providers_validate(
+    name: str,
+    model: Annotated[
+        str | None, typer.Option(help="model or Azure deployment to call (OpenAI: gpt-4o-mini)")
+    ] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Call the provider once and show its answer; exit 1 when the call failed."""
+    with connected(url, token) as client:
+        check = client.validate_provider(name, model)
+    if not check["ok"]:
+        error(f"provider {name} ({check['model']}): {check['error']}")
+        raise typer.Exit(1)
+    _say(
+        f"provider {name} ({check['model']}) answered {check['answer']!r} "
+        f"({check['prompt_tokens']} prompt + {check['completion_tokens']} completion tokens)"
+    )
 
 
 # -- export --------------------------------------------------------------------------------

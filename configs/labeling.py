@@ -24,11 +24,15 @@ class ObjectTag(BaseModel):
     name: str
     kind: Literal["text", "hypertext", "image"]
     value: str = Field(description="the task data key, without the leading `$`")
+    value_list: bool = Field(
+        False, description="`<Image valueList=...>`: the key holds a list, one item per page"
+    )
 
 
 class Label(BaseModel):
     value: str
     model: str | None = None
+    prompt: str | None = Field(None, description="a prompt that proposes this label's spans")
     assertion: bool = False
 
 
@@ -46,12 +50,14 @@ class ChoicesControl(BaseModel):
     to_name: str
     choices: list[str]
     model: str | None = None
+    prompt: str | None = None
     multiple: bool = False
 
 
 class Relation(BaseModel):
     value: str
     model: str | None = None
+    prompt: str | None = None
 
 
 class RelationsControl(BaseModel):
@@ -72,6 +78,13 @@ class LabelingConfig(BaseModel):
         names = [lab.model for c in self.labels for lab in c.labels]
         names += [c.model for c in self.choices]
         names += [r.model for c in self.relations for r in c.relations]
+        return list(dict.fromkeys(n for n in names if n))
+
+    def prompts(self) -> list[str]:
+        """Every prompt named anywhere in the config, in order of first appearance."""
+        names = [lab.prompt for c in self.labels for lab in c.labels]
+        names += [c.prompt for c in self.choices]
+        names += [r.prompt for c in self.relations for r in c.relations]
         return list(dict.fromkeys(n for n in names if n))
 
 
@@ -97,6 +110,7 @@ def _parse_labels(el: Element) -> LabelsControl:
         Label(
             value=_attr(child, "value", f"a <Label> in {where}"),
             model=child.get("model") or None,
+            prompt=child.get("prompt") or None,
             assertion=_truthy(child.get("assertion")),
         )
         for child in el
@@ -123,13 +137,18 @@ def _parse_choices(el: Element) -> ChoicesControl:
         to_name=_attr(el, "toName", where),
         choices=choices,
         model=el.get("model") or None,
+        prompt=el.get("prompt") or None,
         multiple=mode == "multiple",
     )
 
 
 def _parse_relations(el: Element) -> RelationsControl:
     relations = [
-        Relation(value=_attr(c, "value", "a <Relation>"), model=c.get("model") or None)
+        Relation(
+            value=_attr(c, "value", "a <Relation>"),
+            model=c.get("model") or None,
+            prompt=c.get("prompt") or None,
+        )
         for c in el
         if c.tag == "Relation"
     ]
@@ -155,13 +174,19 @@ def parse_labeling_config(xml: str) -> LabelingConfig:
     for el in root.iter():
         if el.tag in OBJECT_TAGS:
             where = _describe(el)
-            value = _attr(el, "value", where)
+            value_list = el.tag == "Image" and el.get("valueList") is not None
+            value = _attr(el, "valueList" if value_list else "value", where)
             if not value.startswith("$"):
                 raise ConfigError(
                     [f'{where} has value="{value}"; it must name a task field: "$text"']
                 )
             config.objects.append(
-                ObjectTag(name=_attr(el, "name", where), kind=OBJECT_TAGS[el.tag], value=value[1:])
+                ObjectTag(
+                    name=_attr(el, "name", where),
+                    kind=OBJECT_TAGS[el.tag],
+                    value=value[1:],
+                    value_list=value_list,
+                )
             )
         elif el.tag in {"Labels", "RectangleLabels"}:
             config.labels.append(_parse_labels(el))

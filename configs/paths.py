@@ -33,6 +33,29 @@ def rules_dir() -> Path:
     return path
 
 
+def files_dir() -> Path:
+    """Uploaded documents, content-addressed: `PREANNOTATE_FILES_DIR` (a folder every node
+    of a cluster mounts), else `<data dir>/files`."""
+    configured = os.environ.get("PREANNOTATE_FILES_DIR")
+    path = Path(configured) if configured else data_dir() / "files"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def files_root() -> Path | None:
+    """`PREANNOTATE_FILES_ROOT`: the one folder whose files task data may name by a
+    relative path (`local://scans/a.pdf`); None when the operator set none."""
+    configured = os.environ.get("PREANNOTATE_FILES_ROOT")
+    return Path(configured) if configured else None
+
+
+def prompts_dir() -> Path:
+    """The shared prompt library: `<data dir>/prompts`."""
+    path = data_dir() / "prompts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def database_url() -> str:
     """`PREANNOTATE_DATABASE_URL` (e.g. PostgreSQL), else a SQLite file in the data dir."""
     return (

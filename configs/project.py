@@ -1,8 +1,10 @@
-"""A project configuration: labeling config XML + rules + resource needs, as users write it.
+"""A project configuration: labeling config XML + rules + prompts + resource needs, as users
+write it.
 
 A project file is JSON. `labeling_config` holds the XML inline or names an `.xml` file next
 to the project file; `rules` lists names from the shared rule library or inline rule
-definitions, so an example project works offline without registering anything first.
+definitions, so an example project works offline without registering anything first;
+`prompts` holds inline prompt definitions the same way (the labeling config names them).
 """
 
 import json
@@ -51,6 +53,11 @@ class ProjectConfig(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     labeling_config: str = Field(min_length=1, description="labeling config XML")
     rules: list[str | dict] = Field(default_factory=list, description="names or inline rules")
+    prompts: list[dict] = Field(
+        default_factory=list,
+        description="inline prompts, found before the library's by the names the labeling "
+        "config gives",
+    )
     allow_mixed_embeddings: bool = False
     prefer: Literal["model", "rule"] = Field(
         "model", description="which source wins between overlapping spans of equal length"

@@ -7,10 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from preannotate.configs.rules import NAME_PATTERN
 
-TrainingKind = Literal["ner", "classification", "assertion", "relation"]
+TrainingKind = Literal["ner", "classification", "assertion", "relation", "visual_ner"]
 """What a run learns: entity spans (`<Labels>`), document classes (`<Choices>`), the
-assertion status of entity chunks (assertion labels), or relations between them
-(`<Relations>`)."""
+assertion status of entity chunks (assertion labels), relations between them
+(`<Relations>`), or entities on document pages (`<RectangleLabels>`, learnt over the
+page text)."""
 MARKED_KINDS = frozenset({"assertion", "relation"})
 """Kinds learnt as a text classifier over chunks marked in their context."""
 

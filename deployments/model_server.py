@@ -11,22 +11,32 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from preannotate.annotators.pipeline import Pipeline
+from preannotate.annotators.llm import CONCURRENCY, REQUEST_TIMEOUT_S, ProviderAccess
+from preannotate.annotators.visual_pipeline import pipeline_for
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.configs.project import ProjectConfig
 from preannotate.deployments.lanes import Lanes
 from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
+from preannotate.store.providers import open_key
 
 
 @serve.deployment(name="model_server", health_check_period_s=10, max_ongoing_requests=64)
 class ModelServer:
-    def __init__(self, server_id: str, project: dict[str, Any], hub_root: str):
+    def __init__(
+        self,
+        server_id: str,
+        project: dict[str, Any],
+        hub_root: str,
+        providers: dict[str, dict[str, Any]] | None = None,
+    ):
         self.server_id = server_id
         hub = Hub(Path(hub_root))
         self.config = validate_config(ProjectConfig.model_validate(project), hub)
-        self.pipeline = Pipeline(self.config, hub)
+        self.pipeline = pipeline_for(self.config, hub)
+        if providers:
+            self.pipeline.connect_providers(open_providers(providers))
         self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
         self.latency = LaneLatency(server_id)
 
@@ -48,14 +58,43 @@ class ModelServer:
             return await loop.run_in_executor(self.lanes.bulk_lane, self.lanes.bulk, tasks)
 
 
+def open_providers(sealed: dict[str, dict[str, Any]]) -> dict[str, ProviderAccess]:
+    """The providers the server's external prompts call, their keys opened here, in the
+    replica, with the operator's secret key from its environment: only the sealed keys
+    cross Ray. `ProviderAccess` leaves the key out of its repr, so no log line shows it."""
+    return {
+        name: ProviderAccess(
+            name=name,
+            kind=p["kind"],
+            base_url=p["base_url"],
+            api_key=open_key(p["sealed_key"], name),
+            api_version=p["api_version"],
+            timeout_s=p["timeout_s"] or REQUEST_TIMEOUT_S,
+            concurrency=p["concurrency"] or CONCURRENCY,
+        )
+        for name, p in sealed.items()
+    }
+
+
 def model_server_app(
-    server_id: str, spec: DeploySpec, project: dict[str, Any], hub_root: str
+    server_id: str,
+    spec: DeploySpec,
+    project: dict[str, Any],
+    hub_root: str,
+    providers: dict[str, dict[str, Any]] | None = None,
 ) -> Application:
     """Bind a server's replicas with the resources its deploy spec asks for; `project` is
-    the configuration with its library rules written out (`inline_config`)."""
-    return ModelServer.options(**spec.deployment_options()).bind(server_id, project, hub_root)
+    the configuration with its library rules written out (`inline_config`); `providers`
+    those its external prompts call, keys sealed (`Store.sealed_providers`)."""
+    return ModelServer.options(**spec.deployment_options()).bind(
+        server_id, project, hub_root, providers
+    )
 
 
 def inline_config(config: ValidatedConfig) -> dict[str, Any]:
-    """The project config with its library rules written out, so replicas need no library."""
-    return config.project.model_dump() | {"rules": [r.model_dump() for r in config.rules]}
+    """The project config with its library rules and prompts written out, so replicas need
+    no library."""
+    return config.project.model_dump() | {
+        "rules": [r.model_dump() for r in config.rules],
+        "prompts": [p.model_dump() for p in config.prompts.values()],
+    }

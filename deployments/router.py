@@ -26,7 +26,17 @@ from starlette.routing import Match
 
 from preannotate.configs.errors import ConfigError
 from preannotate.deployments.pages import site
-from preannotate.deployments.routes import jobs, label_studio, metrics, projects, servers, tasks
+from preannotate.deployments.routes import (
+    files,
+    jobs,
+    label_studio,
+    metrics,
+    projects,
+    prompts,
+    providers,
+    servers,
+    tasks,
+)
 from preannotate.deployments.routes.context import Context, install
 from preannotate.deployments.routes.errors import STATUS_OF_ERROR, ProblemsBody
 from preannotate.hub.catalog import Hub
@@ -40,7 +50,7 @@ api = FastAPIOffline(
     # No badge from the online validator: it would send the spec's address out.
     swagger_ui_parameters={"validatorUrl": None},
 )
-for module in (projects, servers, tasks, jobs):
+for module in (projects, servers, tasks, files, jobs, providers, prompts):
     api.include_router(module.router)
 api.include_router(label_studio.router)  # /ml/...: Label Studio's ML backend protocol
 api.include_router(metrics.router)  # /metrics: Prometheus

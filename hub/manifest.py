@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ModelKind = Literal["ner", "classification", "assertion", "relation", "visual_ner"]
+ModelKind = Literal["ner", "classification", "assertion", "relation", "visual_ner", "zero_shot"]
 LicenseScope = Literal["open", "healthcare", "finance", "legal"]
 MANIFEST_FILE = "manifest.json"
 NO_EMBEDDINGS = "none"

@@ -4,19 +4,22 @@ The rules follow what annotation teams already know from Generative AI Lab: at m
 models of every kind, one assertion model, labels and relations must be predictable by the
 model they name, relations join labels a control offers, and models built on different
 embeddings do not mix unless the configuration opts in (models built on none, such as
-lexicons and rules, mix with any).
+lexicons and rules, mix with any). Prompts are resolved and checked in `prompt_checks.py`;
+the zero-shot model they run on joins the configuration's models.
 """
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import Label, LabelingConfig, parse_labeling_config
 from preannotate.configs.project import ProjectConfig
+from preannotate.configs.prompts import ExternalPrompt, Prompt, PromptLibrary
 from preannotate.configs.rules import Rule, RuleLibrary, parse_rule
 from preannotate.hub.catalog import Hub, HubError
 from preannotate.hub.manifest import NO_EMBEDDINGS, ModelManifest
+from preannotate.hub.prompt_checks import resolve_prompts
 
 MAX_MODELS = 5
 RULE_RELATION_RUNTIME = "relation_rules"
@@ -33,6 +36,12 @@ class ValidatedConfig:
     models: dict[str, ModelManifest]
     rules: list[Rule]
     hash: str
+    prompts: dict[str, Prompt] = field(default_factory=dict)
+    """Every prompt the labeling config names, by name; `models` holds the zero-shot model
+    the zero-shot ones run on."""
+
+    def external_prompts(self) -> list[ExternalPrompt]:
+        return [p for p in self.prompts.values() if isinstance(p, ExternalPrompt)]
 
     @property
     def license_scopes(self) -> set[str]:
@@ -62,9 +71,11 @@ def config_hash(
     project: ProjectConfig,
     models: dict[str, ModelManifest],
     rules: list[Rule],
+    prompts: list[Prompt] | None = None,
 ) -> str:
     """Same meaning, same hash: XML layout, attribute order and label order do not count;
-    a new model version or an edited rule does, since predictions would change."""
+    a new model version, an edited rule or a new prompt version does, since predictions
+    would change."""
     canonical = labeling.model_dump()
     for control in canonical["labels"]:
         control["labels"].sort(key=lambda lab: lab["value"])
@@ -79,6 +90,7 @@ def config_hash(
         "labeling": canonical,
         "models": {name: m.version for name, m in sorted(models.items())},
         "rules": sorted((r.model_dump() for r in rules), key=lambda r: r["name"]),
+        "prompts": sorted((p.model_dump() for p in prompts or []), key=lambda p: p["name"]),
         "allow_mixed_embeddings": project.allow_mixed_embeddings,
         "prefer": project.prefer,
         "relation_rules": [r.model_dump() for r in project.relation_rules],
@@ -111,6 +123,36 @@ def _check_controls(labeling: LabelingConfig) -> list[str]:
         values = [lab.value for lab in control.labels]
         for dup in sorted({v for v in values if values.count(v) > 1}):
             problems.append(f'<Labels name="{control.name}"> lists the label "{dup}" twice')
+    return problems
+
+
+def _check_images(labeling: LabelingConfig) -> list[str]:
+    """Boxes are pre-annotated on one `<Image>` through `<RectangleLabels>`; a
+    configuration does either documents or plain text, so each task is read one way."""
+    problems = []
+    kinds = {o.name: o.kind for o in labeling.objects}
+    for control in labeling.labels:
+        on_image = kinds.get(control.to_name) == "image"
+        tag = "RectangleLabels" if control.kind == "rectanglelabels" else "Labels"
+        if on_image != (control.kind == "rectanglelabels") and control.to_name in kinds:
+            problems.append(
+                f'<{tag} name="{control.name}"> points at a {kinds[control.to_name]} object; '
+                "use <RectangleLabels> on an <Image> and <Labels> on <Text>"
+            )
+    for control in labeling.choices:
+        if control.model and kinds.get(control.to_name) == "image":
+            problems.append(
+                f'<Choices name="{control.name}"> names a model on an <Image>; only '
+                "<RectangleLabels> are pre-annotated on images"
+            )
+    boxed = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
+    if len(boxed) > 1:
+        problems.append(
+            f"<RectangleLabels> point at {len(boxed)} images ({', '.join(sorted(boxed))}); "
+            "a configuration pre-annotates one <Image>"
+        )
+    if boxed and any(c.kind == "labels" for c in labeling.labels):
+        problems.append("a configuration pre-annotates either an <Image> or text, not both")
     return problems
 
 
@@ -248,7 +290,7 @@ def _resolve_rules(
     names = [r.name for r in rules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"the rule '{dup}' is listed twice")
-    span_labels = {lab.value for c in labeling.labels if c.kind == "labels" for lab in c.labels}
+    span_labels = {lab.value for c in labeling.labels for lab in c.labels}
     for rule in rules:
         if rule.label not in span_labels:
             problems.append(
@@ -259,20 +301,27 @@ def _resolve_rules(
 
 
 def validate_config(
-    project: ProjectConfig, hub: Hub | None = None, library: RuleLibrary | None = None
+    project: ProjectConfig,
+    hub: Hub | None = None,
+    library: RuleLibrary | None = None,
+    prompt_library: PromptLibrary | None = None,
 ) -> ValidatedConfig:
     """Validate everything and raise one ConfigError listing every problem found."""
     hub = hub or Hub()
     library = library or RuleLibrary()
     labeling = parse_labeling_config(project.labeling_config)
-    problems = _check_controls(labeling)
+    problems = _check_controls(labeling) + _check_images(labeling)
     models, model_problems = _check_models(labeling, project, hub)
     rules, rule_problems = _resolve_rules(project, labeling, library)
     problems += model_problems + rule_problems + _check_relations(labeling, project)
+    prompts, zero_shot, prompt_problems = resolve_prompts(
+        labeling, project, hub, prompt_library or PromptLibrary()
+    )
+    problems += prompt_problems
+    models |= zero_shot
     if not labeling.objects:
         problems.append("the labeling config has no object tag (<Text>, <HyperText> or <Image>)")
     if problems:
         raise ConfigError(problems)
-    return ValidatedConfig(
-        project, labeling, models, rules, config_hash(labeling, project, models, rules)
-    )
+    digest = config_hash(labeling, project, models, rules, list(prompts.values()))
+    return ValidatedConfig(project, labeling, models, rules, digest, prompts)

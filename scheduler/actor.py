@@ -16,11 +16,14 @@ from pydantic import ValidationError
 from ray import serve
 from ray.actor import ActorHandle
 
+from preannotate.annotators.pipeline import check_runnable
 from preannotate.annotators.training import TrainingData, check_base, training_data
+from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License
 from preannotate.cluster.ray_cluster import NAMESPACE
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.training import TrainingSpec
+from preannotate.deployments.model_server import inline_config
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.scheduler.bulk import BulkJob
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
@@ -84,6 +87,28 @@ class Scheduler:
 
     async def preannotate_options(self, project_id: int) -> dict[str, Any]:
         return await asyncio.to_thread(self.servers.options, project_id)
+
+    async def project_pipeline(self, project_id: int) -> dict[str, Any]:
+        """What runs the project's configuration outside Serve (Spark and file
+        pre-annotation with no server deployed): the configuration with its rules written
+        out, the hub, and one replica's actor options; refused as a deploy would be."""
+
+        def describe() -> dict[str, Any]:
+            config = self.servers.project_config(project_id)
+            check_runnable(config)
+            if problem := self.servers.license_problem(
+                {n: m.license_scope for n, m in config.models.items()}
+            ):
+                raise DeployRefused(f"Cannot run: {problem}")
+            return {
+                "config_hash": config.hash,
+                "project": inline_config(config),
+                "hub_root": str(self.servers.hub.root),
+                "text_keys": sorted({o.value for o in config.labeling.objects}),
+                "actor_options": DeploySpec.from_config(config).request.actor_options(),
+            }
+
+        return await asyncio.to_thread(describe)
 
     async def submit_training(self, project_id: int, request: dict[str, Any]) -> int:
         """Check everything a training run needs, then start it as Ray work; returns the job.
@@ -156,8 +181,10 @@ class Scheduler:
         task_ids: list[int] | None,
         server_id: str | None,
         deploy_if_missing: bool,
+        token_budget: int | None = None,
     ) -> int:
-        """Queue a bulk pre-annotation job and start it; returns the job id."""
+        """Queue a bulk pre-annotation job and start it; returns the job id. With a
+        `token_budget`, the job stops once its external LLM prompts used that many tokens."""
         if task_ids:
             ids = sorted(set(task_ids))
             if missing := await asyncio.to_thread(self.store.missing_task_ids, project_id, ids):
@@ -174,7 +201,7 @@ class Scheduler:
             self.store.create_job,
             project_id,
             JobKind.PREANNOTATE,
-            params={"task_ids": ids},
+            params={"task_ids": ids, "token_budget": token_budget},
             server_id=server,
             total=total,
         )

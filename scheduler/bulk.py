@@ -6,6 +6,12 @@ transaction. A task the pipeline fails on is sent again a few times, then record
 failed while the job goes on. A batch whose replica died is resent until the server has
 a replica again. The store skips (task, job) pairs already written, and a resumed job
 skips tasks that already have its prediction: nothing is lost or written twice.
+
+A job with a token budget counts the tokens its external LLM prompts spend (each batch's
+answers carry their usage) and sends no new batch once the budget is reached: the
+batches under way finish and are written, then the job ends as cancelled with the
+reason. So a job may pass its budget by what its last batches spent, at most
+`BUDGET_IN_FLIGHT` batches of `BUDGET_BATCH_SIZE` tasks.
 """
 
 import asyncio
@@ -17,6 +23,7 @@ from typing import Any
 from preannotate.scheduler.errors import ServerGone
 from preannotate.scheduler.metrics import Throughput
 from preannotate.store import JobState, Store, TaskDocument
+from preannotate.store.jobs import LLM_USAGE, tokens_used
 from preannotate.store.models import Job
 from preannotate.store.tasks import chunks
 
@@ -29,6 +36,9 @@ TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
 """How long a batch is resent while its server has no live replica (e.g. one was killed)."""
+BUDGET_BATCH_SIZE = 4
+BUDGET_IN_FLIGHT = 2
+"""Smaller batches, fewer in flight, for a job with a token budget: it stops closer to it."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ class BulkJob:
         self.slots = asyncio.Semaphore(in_flight)
         self.pending: set[asyncio.Task[None]] = set()
         self.cancel_reason = "cancelled"
+        self.budget: int | None = None
+        self.tokens = 0
+        """External LLM tokens the job has spent, this run and earlier ones."""
         self.throughput = Throughput()
         """Tasks this run finished (predicted or failed), for the metrics page."""
 
@@ -83,17 +96,29 @@ class BulkJob:
             todo=[t for t in tasks if t.id not in written], last=tasks[-1].id if tasks else 0
         )
 
+    def _over_budget(self) -> bool:
+        return self.budget is not None and self.tokens >= self.budget
+
     async def run(self) -> None:
         job = await asyncio.to_thread(self.store.get_job, self.job_id)
+        self.budget, self.tokens = job.params.get("token_budget"), tokens_used(job)
+        if self.budget is not None:
+            self.batch_size = min(self.batch_size, BUDGET_BATCH_SIZE)
+            self.slots = asyncio.Semaphore(BUDGET_IN_FLIGHT)
         if job.state != JobState.RUNNING:
             await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
         try:
             async for todo in self._pages(job):
                 for batch in chunks(todo, self.batch_size):
                     await self.slots.acquire()
+                    if self._over_budget():
+                        self.slots.release()
+                        break
                     task = asyncio.create_task(self._batch(batch))
                     self.pending.add(task)
                     task.add_done_callback(self._finished)
+                if self._over_budget():
+                    break
             await asyncio.gather(*self.pending)
         except asyncio.CancelledError:
             await self._stop(JobState.CANCELLED, self.cancel_reason)
@@ -104,7 +129,21 @@ class BulkJob:
         except Exception as exc:
             await self._stop(JobState.FAILED, f"{type(exc).__name__}: {exc}")
             return
-        await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.SUCCEEDED)
+        await asyncio.to_thread(self._end)
+
+    def _end(self) -> None:
+        """Succeed, or, when the budget stopped the job with tasks left, end as cancelled
+        with the reason (read after the last batch was written)."""
+        job = self.store.get_job(self.job_id)
+        left = job.total - job.done - job.failed
+        if self._over_budget() and left > 0:
+            reason = (
+                f"token budget reached: external LLM prompts used {tokens_used(job)} tokens "
+                f"of {self.budget}; {left} of {job.total} tasks were not pre-annotated"
+            )
+            self.store.set_job_state(self.job_id, JobState.CANCELLED, reason)
+            return
+        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.pending.discard(task)
@@ -143,6 +182,12 @@ class BulkJob:
                 errors.update({task_id: f"{type(exc).__name__}: {exc}" for task_id in todo})
                 break
             rows = []
+            usage = {
+                key: sum(p.get("usage", {}).get(key, 0) for p in predictions) for key in LLM_USAGE
+            }
+            if any(usage.values()):
+                await asyncio.to_thread(self.store.record_job_progress, self.job_id, usage=usage)
+                self.tokens += usage["prompt_tokens"] + usage["completion_tokens"]
             for prediction in predictions:
                 task_id = prediction["task_id"]
                 if prediction.get("error"):

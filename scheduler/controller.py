@@ -36,6 +36,7 @@ from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import NotFound, ServerStatus, Store
 from preannotate.store.models import Server
+from preannotate.store.secrets import SecretKeyError, require_secret_key
 
 PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""
@@ -59,6 +60,10 @@ def deployed_snapshot(config: ValidatedConfig) -> dict[str, Any]:
             for m in config.models.values()
         ],
         "rules": [{"name": r.name, "version": r.version, "label": r.label} for r in config.rules],
+        "prompts": [
+            {"name": p.name, "version": p.version, "type": p.type, "labels": p.labels}
+            for p in config.prompts.values()
+        ],
     }
 
 
@@ -141,6 +146,7 @@ class DeployController:
             self.store.attach_project(shared.id, project_id)
             return self.describe(shared.id)
         check_runnable(config)
+        providers = self.providers(config)
         problem = self._config_license_problem(config)
         if problem:
             raise DeployRefused(f"Cannot deploy: {problem}")
@@ -156,13 +162,33 @@ class DeployController:
             replicas=spec.request.replicas,
             snapshot=deployed_snapshot(config),
         )
-        self._run(server, spec)
+        self._run(server, spec, providers)
         return self.describe(server.id)
 
-    def _run(self, server: Server, spec: DeploySpec) -> None:
+    def providers(self, config: ValidatedConfig) -> dict[str, dict[str, Any]]:
+        """The providers the configuration's external prompts call, with their keys still
+        sealed (they are opened only in the replicas); refused at once when one is not
+        registered or there is no secret key to open them with."""
+        wanted = {p.provider: p.name for p in config.external_prompts()}
+        if not wanted:
+            return {}
+        known = {p.name for p in self.store.list_providers()}
+        missing = [f"prompt '{wanted[n]}' calls provider '{n}'" for n in wanted if n not in known]
+        if missing:
+            raise DeployRefused(
+                f"Cannot deploy: {'; '.join(missing)}, which is not registered; add it with "
+                "`preannotate providers add` (admins)"
+            )
+        try:
+            require_secret_key()
+        except SecretKeyError as exc:
+            raise DeployRefused(f"Cannot deploy: {exc}") from None
+        return self.store.sealed_providers(wanted)
+
+    def _run(self, server: Server, spec: DeploySpec, providers: dict[str, dict[str, Any]]) -> None:
         """Start the server's Serve app without blocking on it, then hold the deploy lock
         until Ray has placed its replicas, so the next capacity check sees them as taken."""
-        app = model_server_app(server.id, spec, server.config, str(self.hub.root))
+        app = model_server_app(server.id, spec, server.config, str(self.hub.root), providers)
         target = serve.RunTarget(target=app, name=server.id, route_prefix=None)
         serve.run_many(
             [target],
@@ -196,6 +222,7 @@ class DeployController:
             if serve_snapshot().app(server_id) is not None:
                 return
             config = validate_config(parse_project_config(server.config), self.hub)
+            providers = self.providers(config)
             problem = self._config_license_problem(config)
             spec = DeploySpec.from_config(config)
             fit = None if problem else self.fit(spec.request)
@@ -206,7 +233,7 @@ class DeployController:
                 )
                 return
             self.store.set_server_status(server_id, ServerStatus.DEPLOYING)
-            self._run(server, spec)
+            self._run(server, spec, providers)
         except (ConfigError, DeployRefused) as exc:
             self.store.set_server_status(server_id, ServerStatus.FAILED, f"not restored: {exc}")
         finally:
@@ -255,6 +282,7 @@ class DeployController:
             "projects": server.project_ids,
             "models": (server.snapshot or {}).get("models", []),
             "rules": (server.snapshot or {}).get("rules", []),
+            "prompts": (server.snapshot or {}).get("prompts", []),
             "status": state,
             "message": message,
             "replicas": {"target": server.replicas, "running": len(placed)},

@@ -37,6 +37,13 @@ _TRANSITIONS: dict[JobState, set[JobState]] = {
     JobState.SUCCEEDED: set(),
 }
 _FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+LLM_USAGE = ("llm_requests", "prompt_tokens", "completion_tokens")
+"""The job's columns that count external LLM calls and their tokens."""
+
+
+def tokens_used(job: Job) -> int:
+    """Prompt and completion tokens a job has spent on external LLMs so far."""
+    return (job.prompt_tokens or 0) + (job.completion_tokens or 0)
 
 
 class JobOps(Database):
@@ -109,8 +116,10 @@ class JobOps(Database):
         done: int = 0,
         failed: int = 0,
         errors: Iterable[Mapping[str, Any]] = (),
+        usage: Mapping[str, int] | None = None,
     ) -> Job:
-        """Add to the done/failed counts and append `{task_id, error}` entries.
+        """Add to the done/failed counts, append `{task_id, error}` entries, and add the
+        external LLM calls and tokens spent (`usage`: `LLM_USAGE` keys).
 
         Only the latest `JOB_ERRORS_KEPT` errors are kept so a job failing on every task
         of a huge project does not grow one row without bound.
@@ -121,6 +130,9 @@ class JobOps(Database):
             job.done += done
             job.failed += failed
             job.errors = (job.errors + new_errors)[-JOB_ERRORS_KEPT:]
+            for key, amount in (usage or {}).items():
+                if key in LLM_USAGE and amount:
+                    setattr(job, key, (getattr(job, key) or 0) + amount)
         return job
 
     def update_job_details(self, job_id: int, log: str | None = None, **fields: Any) -> Job:

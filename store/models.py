@@ -148,6 +148,24 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StoredFile(Base):
+    """A document uploaded to a project: its bytes live content-addressed on disk
+    (`configs/files.py`), and the task it became names it by `sha256`."""
+
+    __tablename__ = "files"
+    label = "file"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(10))
+    size: Mapped[int]
+    pages: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Prediction(Base):
     """A server's output for a task. Never updated: every run adds a version.
 
@@ -210,6 +228,10 @@ class Job(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Kind-specific progress: a training run's epoch, loss, log lines, metrics, model."""
     reason: Mapped[str | None] = mapped_column(Text)
+    llm_requests: Mapped[int | None]
+    """Calls to external LLM providers a bulk job made (NULL: none), and their tokens."""
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -289,6 +311,34 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     role: Mapped[str] = mapped_column(String(20))
+
+
+class ProviderKind(StrEnum):
+    OPENAI = "openai"
+    AZURE_OPENAI = "azure-openai"
+
+
+class Provider(Base):
+    """An external LLM service that prompts call. Its API key is kept only sealed under the
+    operator's secret key (`store/secrets.py`); `as_dict` leaves it out."""
+
+    __tablename__ = "providers"
+    label = "provider"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    base_url: Mapped[str] = mapped_column(String(2000))
+    api_version: Mapped[str | None] = mapped_column(String(50))
+    sealed_key: Mapped[str] = mapped_column(Text)
+    timeout_s: Mapped[float | None]
+    """Seconds one request may take (NULL: the client's default in `annotators/llm.py`)."""
+    concurrency: Mapped[int | None]
+    """Requests in flight per replica (NULL: the default in `annotators/llm.py`)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().as_dict().items() if k != "sealed_key"}
 
 
 class AccessEpoch(Base):

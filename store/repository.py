@@ -6,16 +6,27 @@ The operations live in small modules by what they hold (projects, tasks, predict
 
 from preannotate.store.completions import CompletionOps
 from preannotate.store.exports import ExportOps
+from preannotate.store.files import FileOps
 from preannotate.store.jobs import JobOps
 from preannotate.store.predictions import PredictionOps
 from preannotate.store.projects import ProjectOps
+from preannotate.store.providers import ProviderOps
 from preannotate.store.servers import ServerOps
 from preannotate.store.tasks import TaskOps
 from preannotate.store.users import UserOps
 
 
 class Store(
-    ProjectOps, TaskOps, PredictionOps, CompletionOps, JobOps, ServerOps, UserOps, ExportOps
+    ProjectOps,
+    TaskOps,
+    PredictionOps,
+    CompletionOps,
+    JobOps,
+    ServerOps,
+    UserOps,
+    ExportOps,
+    FileOps,
+    ProviderOps,
 ):
     """The store at `url` (default: `configs.paths.database_url()`); creates missing tables.
 

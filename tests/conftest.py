@@ -108,6 +108,7 @@ class RayCluster:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     import ray
+    from cryptography.fernet import Fernet
     from ray import serve
     from ray.cluster_utils import Cluster
 
@@ -120,6 +121,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     os.environ["PREANNOTATE_HOME"] = str(home)  # inherited by the Ray workers
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "2"
+    # The operator's key for provider keys at rest, seen by the router and every replica.
+    os.environ.setdefault("PREANNOTATE_SECRET_KEY", Fernet.generate_key().decode())
     os.environ.update(ingress_env(default_ingress()))  # the ingress `preannotate up` runs
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     worker = cluster.add_node(num_cpus=1, resources={"license_token": 1})

@@ -153,6 +153,7 @@ def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -
     )
     assert demo.returncode == 0, demo.stderr
     assert "news: server-" in demo.stdout and "posology: server-" in demo.stdout
+    assert "news-prompts: server-" in demo.stdout and "org_q" in demo.stdout  # a prompt's item
     assert "Tim Cook PERSON" in demo.stdout
     assert "(raylet)" not in demo.stdout + demo.stderr
     assert "failed" not in demo.stdout + demo.stderr

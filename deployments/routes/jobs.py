@@ -5,12 +5,13 @@ from typing import Annotated, Any
 
 import ray
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, model_validator
 
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
+    MAX_ID,
     READ,
     BodyId,
     Ctx,
@@ -37,6 +38,14 @@ class PreannotateRequest(BaseModel):
         "use; default: the one serving it, deployed when `deploy_if_missing`",
     )
     deploy_if_missing: StrictBool = True
+    token_budget: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="stop the job (cancelled, with the reason) once its external LLM prompts "
+        "used this many tokens, prompt and completion together; the tasks done keep their "
+        "predictions",
+    )
 
     @model_validator(mode="after")
     def _selection(self) -> "PreannotateRequest":
@@ -73,7 +82,11 @@ def preannotate(
         require_server_use(ctx, user, request.server_id)
     job_id = ray.get(
         ctx.scheduler.submit_preannotate.remote(
-            project_id, request.task_ids, request.server_id, request.deploy_if_missing
+            project_id,
+            request.task_ids,
+            request.server_id,
+            request.deploy_if_missing,
+            request.token_budget,
         )
     )
     return job_json(ctx.store.get_job(job_id))

@@ -79,6 +79,10 @@ class Server(BaseModel):
     projects: list[int] = Field(description="the projects using it that the caller sees")
     models: list[dict[str, Any]] = Field(description="as deployed: name, version, labels")
     rules: list[dict[str, Any]]
+    prompts: list[dict[str, Any]] = Field(
+        description="as deployed: name, version, type (entity, classification, relation, "
+        "external) and the labels it gives"
+    )
     status: ServerStatus
     message: str | None
     replicas: Replicas
@@ -181,6 +185,39 @@ class Job(BaseModel):
     started_at: Time | None
     finished_at: Time | None
     rate: float | None = Field(description="tasks per second since it started")
+    llm_requests: int | None = Field(
+        None, description="requests to external LLM providers, retries included; null: none"
+    )
+    prompt_tokens: int | None = Field(None, description="prompt tokens the providers counted")
+    completion_tokens: int | None = Field(
+        None, description="completion tokens the providers counted"
+    )
+
+
+class Provider(BaseModel):
+    """An external LLM provider; its API key is never part of an answer."""
+
+    id: int
+    name: str
+    kind: str = Field(examples=["openai", "azure-openai"])
+    base_url: str
+    api_version: str | None
+    timeout_s: float | None
+    concurrency: int | None
+    created_at: Time
+
+
+class ProviderCheck(BaseModel):
+    """What one call to a provider gave."""
+
+    provider: str
+    model: str
+    ok: bool
+    answer: str | None
+    error: str | None = Field(description="the provider's error, when the call failed")
+    llm_requests: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 EXPORT = {

@@ -1,0 +1,148 @@
+"""Documents: PDFs and images uploaded to a project become its tasks; a predicted page is
+drawn as a PNG.
+
+An upload is checked whole before anything is kept (size, what the bytes really are,
+encryption, corruption, page count, pixels per page: `annotators/documents.py`), so a bad
+file is a 400 naming it and the project is left as it was. Each file becomes one task
+whose data names it by hash under the project's `<Image>` key (`store/files.py`).
+Uploading needs the role importing tasks needs; drawing needs the role reading them does.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from preannotate.annotators.documents import DEFAULT_LIMITS, DocumentError, inspect_document
+from preannotate.annotators.task_pages import rendered_pages
+from preannotate.configs.labeling import ObjectTag, parse_labeling_config
+from preannotate.deployments.routes.context import (
+    MANAGE,
+    READ,
+    Context,
+    Ctx,
+    CurrentUser,
+    Id,
+    require_role,
+)
+from preannotate.deployments.routes.errors import errors
+from preannotate.store import InvalidInput, NotFound
+from preannotate.store.files import NewFile
+
+router = APIRouter(tags=["files"])
+MAX_FILES = 100
+MAX_NAME = 200
+PNG = {200: {"description": "the page as a PNG", "content": {"image/png": {}}}}
+
+
+class UploadedFile(BaseModel):
+    id: int
+    task_id: int
+    sha256: str
+    name: str
+    kind: str
+    size: int
+    pages: int
+
+
+class UploadedFiles(BaseModel):
+    files: list[UploadedFile]
+
+
+def _image_object(ctx: Context, project_id: int) -> ObjectTag:
+    """The `<Image>` uploads are tasks of: the one `<RectangleLabels>` point at, else the
+    configuration's only `<Image>`."""
+    version = ctx.store.current_config(project_id)
+    labeling = parse_labeling_config(version.config["labeling_config"] if version else "<View/>")
+    images = [o for o in labeling.objects if o.kind == "image"]
+    boxed = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
+    chosen = [o for o in images if o.name in boxed] or images
+    if len(chosen) != 1:
+        raise InvalidInput(
+            f"project {project_id}'s labeling config needs one <Image> object for files "
+            f'(e.g. <Image name="image" value="$image"/>); it has {len(images)}'
+        )
+    return chosen[0]
+
+
+def _name(upload: UploadFile, position: int) -> str:
+    name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME]
+    return name if name and name.isprintable() else f"file {position}"
+
+
+def _checked(upload: UploadFile, position: int) -> NewFile:
+    """The upload's bytes, once they passed every check; `InvalidInput` names the file."""
+    name = _name(upload, position)
+    content = upload.file.read(DEFAULT_LIMITS.max_bytes + 1)
+    try:
+        info = inspect_document(content, name, DEFAULT_LIMITS)
+    except DocumentError as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
+    return NewFile(name, info.kind, info.pages, content)
+
+
+@router.post(
+    "/projects/{project_id}/files",
+    status_code=201,
+    response_model=UploadedFiles,
+    responses=errors(400, 401, 403, 404),
+)
+def upload_files(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: Id,
+    files: Annotated[list[UploadFile], File(description="PDFs or PNG, JPEG, TIFF images")],
+) -> dict[str, Any]:
+    """Upload documents; each becomes a task (one per image, one per PDF with its pages),
+    all or nothing. Files are kept by content hash, so the same bytes are stored once."""
+    require_role(ctx, user, project_id, MANAGE)
+    if len(files) > MAX_FILES:
+        raise InvalidInput(f"{len(files)} files in one upload; the limit is {MAX_FILES}")
+    image = _image_object(ctx, project_id)
+    checked = [_checked(upload, i) for i, upload in enumerate(files, 1)]
+    stored = ctx.store.add_files(project_id, image.value, image.value_list, checked)
+    return {"files": [row.as_dict() for row in stored]}
+
+
+@router.get(
+    "/projects/{project_id}/files",
+    response_model=UploadedFiles,
+    responses=errors(401, 403, 404),
+)
+def list_files(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
+    """The documents uploaded to the project, with the task each became."""
+    require_role(ctx, user, project_id, READ)
+    return {"files": [row.as_dict() for row in ctx.store.project_files(project_id)]}
+
+
+@router.get(
+    "/projects/{project_id}/tasks/{task_id}/render",
+    response_class=Response,
+    responses=PNG | errors(400, 401, 403, 404),
+)
+def render(
+    ctx: Ctx,
+    user: CurrentUser,
+    project_id: Id,
+    task_id: Id,
+    page: Annotated[int, Query(ge=1, le=100_000, description="the page, from 1")] = 1,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+) -> Response:
+    """A page of the task's document with the boxes and labels of a prediction version
+    (default: the latest) drawn on it."""
+    require_role(ctx, user, project_id, READ)
+    task = ctx.store.get_task(task_id)
+    if task.project_id != project_id:
+        raise NotFound(f"task {task_id} is not a task of project {project_id}")
+    predictions = ctx.store.predictions_for_task(task_id)
+    chosen = [p for p in predictions if version is None or p.version == version]
+    if not chosen:
+        which = f"version {version}" if version else "any"
+        raise NotFound(f"task {task_id} has no prediction ({which})")
+    image = _image_object(ctx, project_id)
+    try:
+        [(_, png)] = rendered_pages(image, task.data, chosen[-1].result, page=page)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return Response(png, media_type="image/png")

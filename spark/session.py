@@ -1,0 +1,68 @@
+"""Spark on Ray: one RayDP session per driver, with what Java 17 needs set for the user.
+
+RayDP starts Spark's executors and its own application master as Ray actors. On Java 17
+Spark and Ray's Java serializer reflect into JDK internals, so the driver, the executors and
+the app master all need `--add-opens` flags; without `java.math`, the app master dies the
+first time it serializes an answer (`ray.data.from_spark` fails with "actor died").
+"""
+
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from preannotate.annotators.jvm import JAVA_17_OPTIONS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_lock = threading.Lock()
+
+
+def java_options_configs() -> dict[str, str]:
+    """The Spark settings that hand the Java 17 options to every JVM RayDP starts."""
+    return {
+        "spark.driver.extraJavaOptions": JAVA_17_OPTIONS,
+        "spark.executor.extraJavaOptions": JAVA_17_OPTIONS,
+        "spark.ray.raydp_app_master.extraJavaOptions": JAVA_17_OPTIONS,
+    }
+
+
+def spark_session(
+    app_name: str = "preannotate",
+    executors: int = 1,
+    executor_cores: int = 1,
+    executor_memory: str = "1G",
+    configs: dict[str, str] | None = None,
+) -> "SparkSession":
+    """The driver's RayDP session on the Ray cluster this process is connected to (started
+    once; later calls return it). `configs` adds Spark settings, e.g. a Hive metastore."""
+    import raydp
+    from pyspark.sql import SparkSession
+
+    with _lock:
+        active = SparkSession.getActiveSession()
+        if active is not None and is_raydp(active):
+            return active
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        return raydp.init_spark(
+            app_name,
+            num_executors=executors,
+            executor_cores=executor_cores,
+            executor_memory=executor_memory,
+            configs=java_options_configs() | (configs or {}),
+        )
+
+
+def is_raydp(spark: "SparkSession") -> bool:
+    """Whether the session runs its executors on Ray (so they write partitions where the
+    Ray workers read them, and the driver never holds them)."""
+    return spark.sparkContext.master.startswith("ray")
+
+
+def stop_spark() -> None:
+    """Stop the RayDP session and its executor actors, if one runs."""
+    import raydp
+
+    with _lock:
+        raydp.stop_spark()

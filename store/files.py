@@ -1,0 +1,93 @@
+"""Uploaded documents: their bytes on disk by content hash, their rows, and their tasks.
+
+A file is written once under `<files dir>/<sha[:2]>/<sha>` (to a temporary name, then
+renamed, so a reader never sees half a file, and the same bytes uploaded twice are kept
+once); each upload becomes one task whose data names the file by hash.
+"""
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from preannotate.configs.files import blob_path, uploaded
+from preannotate.store.db import Database, get_or_raise
+from preannotate.store.models import Project, StoredFile, Task, utcnow
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """An upload that passed its checks: what it is, and its bytes."""
+
+    name: str
+    kind: str
+    pages: int
+    content: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def keep_blob(sha256: str, content: bytes) -> None:
+    """Write the bytes under their hash unless they are there already."""
+    path = blob_path(sha256)
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as out:
+        out.write(content)
+    os.replace(out.name, path)
+
+
+def file_task_data(field: str, pages_listed: bool, sha256: str, pages: int) -> dict[str, Any]:
+    """A document's task data: its reference under the `<Image>`'s key, or for
+    `valueList`, one reference per page."""
+    if pages_listed:
+        return {field: [uploaded(sha256, page) for page in range(pages)]}
+    return {field: uploaded(sha256)}
+
+
+class FileOps(Database):
+    def add_files(
+        self, project_id: int, field: str, pages_listed: bool, files: Sequence[NewFile]
+    ) -> list[StoredFile]:
+        """Keep the files and make each one a task, all in one transaction."""
+        with self._write() as session:
+            get_or_raise(session, Project, project_id)
+            stored = []
+            for file in files:
+                sha = file.sha256
+                keep_blob(sha, file.content)
+                now = utcnow()
+                data = file_task_data(field, pages_listed, sha, file.pages)
+                task_id = session.scalar(
+                    insert(Task)
+                    .values(project_id=project_id, data=data, created_at=now)
+                    .returning(Task.id)
+                )
+                row = StoredFile(
+                    project_id=project_id,
+                    task_id=task_id,
+                    sha256=sha,
+                    name=file.name,
+                    kind=file.kind,
+                    size=len(file.content),
+                    pages=file.pages,
+                    created_at=now,
+                )
+                session.add(row)
+                stored.append(row)
+            session.flush()
+            return stored
+
+    def project_files(self, project_id: int) -> list[StoredFile]:
+        """The project's uploads, oldest first."""
+        with self._read() as session:
+            get_or_raise(session, Project, project_id)
+            query = select(StoredFile).where(StoredFile.project_id == project_id)
+            return list(session.scalars(query.order_by(StoredFile.id)))
