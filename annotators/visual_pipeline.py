@@ -61,15 +61,21 @@ def _span(item: dict[str, Any]) -> Span:
     )
 
 
+def project_limits(config: ValidatedConfig) -> DocumentLimits:
+    """The document limits with the project's own DPI, OCR languages, time and pages."""
+    return replace(DEFAULT_LIMITS, **config.project.documents.model_dump())
+
+
 class VisualPipeline:
     def __init__(
         self,
         config: ValidatedConfig,
         hub: Hub | None = None,
         root: Path | None = None,
-        limits: DocumentLimits = DEFAULT_LIMITS,
+        limits: DocumentLimits | None = None,
     ):
-        self.config, self.root, self.limits = config, root, limits
+        self.config, self.root = config, root
+        self.limits = limits or project_limits(config)
         self.text = Pipeline(replace(config, labeling=text_view(config.labeling)), hub)
         boxed = next(c for c in config.labeling.labels if c.kind == "rectanglelabels")
         image = config.labeling.object_named(boxed.to_name)

@@ -47,6 +47,20 @@ class Resources(BaseModel):
         return self
 
 
+class DocumentOptions(BaseModel):
+    """How a visual project's PDFs and images are read: the DPI pages are rendered at for OCR
+    and for annotators, Tesseract's languages (`eng`, `eng+deu`; their Debian
+    `tesseract-ocr-<lang>` packages must be installed on the nodes), and the OCR time and
+    page limits per document."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    dpi: int = Field(200, ge=72, le=600)
+    languages: str = Field("eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16}){0,7}$")
+    ocr_seconds: float = Field(30.0, gt=0, le=600)
+    max_pages: int = Field(200, ge=1, le=2000)
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -66,6 +80,7 @@ class ProjectConfig(BaseModel):
         default_factory=list, description="rules a rule relation model adds to its own"
     )
     resources: Resources = Resources()
+    documents: DocumentOptions = DocumentOptions()
 
 
 def load_project_config(path: Path) -> ProjectConfig:

@@ -117,13 +117,7 @@ class _Checker:
                 self.wrong_type(where, prompt, "classification")
 
     def relations(self, labeling: LabelingConfig) -> None:
-        entity_labels = {
-            lab.value
-            for c in labeling.labels
-            if c.kind == "labels"
-            for lab in c.labels
-            if not lab.assertion
-        }
+        entity_labels = labeling.entity_labels()
         for control in labeling.relations:
             for relation in control.relations:
                 where = f'<Relation value="{relation.value}">'

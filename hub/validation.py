@@ -241,13 +241,7 @@ def _check_relations(labeling: LabelingConfig, project: ProjectConfig) -> list[s
     """Relations join entity chunks: a relation rule must join labels a text `<Labels>`
     offers and give a relation a `<Relation>` offers."""
     problems = []
-    entity_labels = {
-        lab.value
-        for c in labeling.labels
-        if c.kind == "labels"
-        for lab in c.labels
-        if not lab.assertion
-    }
+    entity_labels = labeling.entity_labels()
     offered = {r.value for c in labeling.relations for r in c.relations}
     if labeling.relations and not entity_labels:
         problems.append("<Relations> needs a <Labels> control on text whose chunks it joins")

@@ -300,3 +300,26 @@ def test_validation_of_visual_configurations(make_model) -> None:
         xml = CONFIG.replace("</View>", f"{text}{control}</View>")
         with pytest.raises(ConfigError, match=re.escape(problem)):
             validate_config(ProjectConfig(name="v", labeling_config=xml, rules=RULES))
+
+
+def test_a_projects_document_options_set_dpi_and_ocr_languages(tmp_path: Path) -> None:
+    """`documents` in the project file: pages are drawn at its DPI, and a scan is read in its
+    languages (one whose Tesseract data is missing fails that task, saying so)."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline
+    from preannotate.configs.project import parse_project_config
+    from preannotate.hub.validation import validate_config
+
+    (tmp_path / "invoice.pdf").write_bytes(invoice().tobytes())
+    (tmp_path / "scan.png").write_bytes(invoice()[0].get_pixmap(dpi=100).tobytes("png"))
+    tasks = [{"data": {"image": "local://invoice.pdf"}}, {"data": {"image": "local://scan.png"}}]
+
+    def annotate(documents: dict) -> list:
+        project = {"name": "v", "labeling_config": CONFIG, "rules": RULES, "documents": documents}
+        pipeline = VisualPipeline(validate_config(parse_project_config(project)), root=tmp_path)
+        return [p.as_json() for p in pipeline.annotate(tasks)]
+
+    pdf, scan = annotate({"dpi": 100})
+    assert {r["original_width"] for r in pdf["result"]} == {826}  # A4 at 100 DPI, not 200
+    assert [r["meta"]["text"] for r in scan["result"] if "COMPANY" in r["value"]["rectanglelabels"]]
+    pdf, scan = annotate({"languages": "zzz"})
+    assert pdf["result"] and "zzz" in scan["error"]  # the text layer needs no OCR

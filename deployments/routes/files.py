@@ -8,15 +8,22 @@ whose data names it by hash under the project's `<Image>` key (`store/files.py`)
 Uploading needs the role importing tasks needs; drawing needs the role reading them does.
 """
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from preannotate.annotators.documents import DEFAULT_LIMITS, DocumentError, inspect_document
+from preannotate.annotators.documents import (
+    DEFAULT_LIMITS,
+    DocumentError,
+    DocumentLimits,
+    inspect_document,
+)
 from preannotate.annotators.task_pages import rendered_pages
 from preannotate.configs.labeling import ObjectTag, parse_labeling_config
+from preannotate.configs.project import DocumentOptions
 from preannotate.deployments.routes.context import (
     MANAGE,
     READ,
@@ -50,11 +57,14 @@ class UploadedFiles(BaseModel):
     files: list[UploadedFile]
 
 
-def _image_object(ctx: Context, project_id: int) -> ObjectTag:
-    """The `<Image>` uploads are tasks of: the one `<RectangleLabels>` point at, else the
-    configuration's only `<Image>`."""
+def _documents(ctx: Context, project_id: int) -> tuple[ObjectTag, DocumentLimits]:
+    """The `<Image>` uploads are tasks of (the one `<RectangleLabels>` point at, else the
+    configuration's only `<Image>`), and the project's document limits."""
     version = ctx.store.current_config(project_id)
-    labeling = parse_labeling_config(version.config["labeling_config"] if version else "<View/>")
+    config = version.config if version else {"labeling_config": "<View/>"}
+    options = DocumentOptions.model_validate(config.get("documents", {}))
+    limits = replace(DEFAULT_LIMITS, **options.model_dump())
+    labeling = parse_labeling_config(config["labeling_config"])
     images = [o for o in labeling.objects if o.kind == "image"]
     boxed = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
     chosen = [o for o in images if o.name in boxed] or images
@@ -63,7 +73,7 @@ def _image_object(ctx: Context, project_id: int) -> ObjectTag:
             f"project {project_id}'s labeling config needs one <Image> object for files "
             f'(e.g. <Image name="image" value="$image"/>); it has {len(images)}'
         )
-    return chosen[0]
+    return chosen[0], limits
 
 
 def _name(upload: UploadFile, position: int) -> str:
@@ -71,12 +81,12 @@ def _name(upload: UploadFile, position: int) -> str:
     return name if name and name.isprintable() else f"file {position}"
 
 
-def _checked(upload: UploadFile, position: int) -> NewFile:
+def _checked(upload: UploadFile, position: int, limits: DocumentLimits) -> NewFile:
     """The upload's bytes, once they passed every check; `InvalidInput` names the file."""
     name = _name(upload, position)
-    content = upload.file.read(DEFAULT_LIMITS.max_bytes + 1)
+    content = upload.file.read(limits.max_bytes + 1)
     try:
-        info = inspect_document(content, name, DEFAULT_LIMITS)
+        info = inspect_document(content, name, limits)
     except DocumentError as exc:
         raise InvalidInput(f"{name}: {exc}") from None
     return NewFile(name, info.kind, info.pages, content)
@@ -99,8 +109,8 @@ def upload_files(
     require_role(ctx, user, project_id, MANAGE)
     if len(files) > MAX_FILES:
         raise InvalidInput(f"{len(files)} files in one upload; the limit is {MAX_FILES}")
-    image = _image_object(ctx, project_id)
-    checked = [_checked(upload, i) for i, upload in enumerate(files, 1)]
+    image, limits = _documents(ctx, project_id)
+    checked = [_checked(upload, i, limits) for i, upload in enumerate(files, 1)]
     stored = ctx.store.add_files(project_id, image.value, image.value_list, checked)
     return {"files": [row.as_dict() for row in stored]}
 
@@ -140,9 +150,9 @@ def render(
     if not chosen:
         which = f"version {version}" if version else "any"
         raise NotFound(f"task {task_id} has no prediction ({which})")
-    image = _image_object(ctx, project_id)
+    image, limits = _documents(ctx, project_id)
     try:
-        [(_, png)] = rendered_pages(image, task.data, chosen[-1].result, page=page)
+        [(_, png)] = rendered_pages(image, task.data, chosen[-1].result, limits=limits, page=page)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     return Response(png, media_type="image/png")
