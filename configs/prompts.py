@@ -40,7 +40,7 @@ def _nonblank(values: list[str]) -> list[str]:
 
 
 class _Prompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(1, ge=1)
