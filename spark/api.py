@@ -243,13 +243,18 @@ def preannotate_files(
 ) -> "ray.data.Dataset":
     """`run_files`, with the written rows back as a Ray Dataset."""
     summary = run_files(path, project, output, server, text_col, format, actors)
-    paths = [str(summary.output.path(key)) for key in summary.keys]
-    # Reading the written files needs no CPU of its own: the server's replicas and Spark's
-    # executors may hold every one, and a read task asking for one would wait for ever.
-    reading = {"num_cpus": 0}
-    if format == "parquet":
-        return ray.data.read_parquet(paths, ray_remote_args=reading)
-    return ray.data.read_json(paths, ray_remote_args=reading)
+    return _written([summary.output.path(key) for key in summary.keys], format)
+
+
+def _written(paths: list[Path], format: Format) -> "ray.data.Dataset":
+    """The written files as a Dataset of one block per file, read here. Ray Data's readers
+    (and `from_arrow`) start tasks that each ask for a whole CPU, which wait for ever while
+    the server's replicas and Spark's executors hold every CPU of the cluster."""
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+
+    read = pq.read_table if format == "parquet" else pa_json.read_json
+    return ray.data.from_blocks([read(path) for path in paths])
 
 
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
