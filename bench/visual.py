@@ -36,7 +36,13 @@ import pytesseract  # noqa: E402
 import spacy  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.workload import EXAMPLES, example_texts, local_api, news_config  # noqa: E402
+from bench.workload import (  # noqa: E402
+    EXAMPLES,
+    example_texts,
+    local_api,
+    news_config,
+    processes_rate,
+)
 from preannotate.annotators.documents import DEFAULT_LIMITS, Page, read_document  # noqa: E402
 from preannotate.annotators.page_text import page_text  # noqa: E402
 from preannotate.annotators.pipeline import Pipeline  # noqa: E402
@@ -200,18 +206,7 @@ def _ocr_process(
 
 def ocr_rate(processes: int, threads: str | None, images: list[Path]) -> float:
     """Pages/s of `processes` OCR processes started together, each on all of `images`."""
-    context = multiprocessing.get_context("spawn")
-    ready, rates = context.Barrier(processes), context.Queue()
-    workers = [
-        context.Process(target=_ocr_process, args=(threads, images, ready, rates))
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    total = sum(rates.get() for _ in workers)
-    for worker in workers:
-        worker.join()
-    return total
+    return processes_rate(processes, _ocr_process, threads, images)
 
 
 def scaling(images: list[Path], rounds: int) -> None:

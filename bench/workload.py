@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,12 +64,15 @@ def _pipeline_process(
 def parallel_rate(processes: int, count: int) -> float:
     """Tasks/s of `processes` bare pipeline processes started together, nothing else
     running: what the machine's cores can do at most, without Ray, scheduler or store."""
+    return processes_rate(processes, _pipeline_process, count)
+
+
+def processes_rate(processes: int, target: Callable[..., None], *args: object) -> float:
+    """The summed rates of `processes` processes running `target(*args, ready, rates)`,
+    started together (`ready` is their barrier) and each putting its rate on `rates`."""
     context = multiprocessing.get_context("spawn")
     ready, rates = context.Barrier(processes), context.Queue()
-    workers = [
-        context.Process(target=_pipeline_process, args=(count, ready, rates))
-        for _ in range(processes)
-    ]
+    workers = [context.Process(target=target, args=(*args, ready, rates)) for _ in range(processes)]
     for worker in workers:
         worker.start()
     total = sum(rates.get() for _ in workers)

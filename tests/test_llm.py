@@ -35,6 +35,7 @@ from preannotate.hub.catalog import Hub
 from preannotate.store import InvalidInput, Store
 from preannotate.store.secrets import SecretKeyError
 from tests.conftest import RayCluster, labels_xml
+from tests.test_jobs import wait_job
 
 KEY = "sk-test-" + "k3y" * 10
 """The provider key every test registers: it must never come back or reach a log."""
@@ -426,16 +427,6 @@ def llm_project(api: httpx.Client, provider: str, tasks: list[str]) -> int:
     return project
 
 
-def finished(api: httpx.Client, job_id: int, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not end: {job}")
-
-
 def test_bulk_job_with_external_prompts(
     api: httpx.Client, ray_cluster: RayCluster, llm: LocalLLM
 ) -> None:
@@ -464,7 +455,7 @@ def test_bulk_job_with_external_prompts(
     texts = [f"Day {i}: aspirin given for chest pain." for i in range(11)]
     project = llm_project(api, name, [*texts, "rate limited: aspirin", "garbled"])
     job = api.post(f"/projects/{project}/preannotate", json={"all": True}).json()
-    job = finished(api, job["id"])
+    job = wait_job(api, job["id"])
     assert (job["state"], job["done"], job["failed"]) == ("succeeded", 12, 1)
     assert "the answer is not valid" in job["errors"][0]["error"]
     # 12 tasks x 2 prompts, one 429 retried, the garbled task tried 3 times (1 prompt each)
