@@ -5,7 +5,8 @@ Run: `.venv/bin/python bench/serve.py [--docs 2000] [--clients 8] [--replicas 1]
 measures in one run: single-document latency over HTTP (p50/p99) next to
 `Pipeline.annotate([doc])` in this process, the same latency while a large task import
 runs on the API (the interactive lane must not wait for the import's transaction), and
-documents/s with concurrent HTTP clients next to the pipeline in batches.
+the same latency during a bulk job on the same server, and documents/s with concurrent
+HTTP clients next to the pipeline in batches.
 """
 
 import argparse
@@ -83,6 +84,25 @@ def latency_during_import(
                 return samples, imported.result()
 
 
+def latency_during_job(
+    http: httpx.Client, client: Client, project_id: int, server: str, tasks: list[dict], count: int
+) -> tuple[list[float], float]:
+    """`count` single-task latencies, back to back, while a bulk job pre-annotates the
+    project's tasks on the same server (it is cancelled after them); returns them and the
+    tasks/s the job kept meanwhile."""
+    path = f"/servers/{server}/predict"
+    job = client.preannotate(project_id, server_id=server)
+    while client.job(job["id"])["state"] != "running":
+        time.sleep(0.05)
+    started, done_before = time.perf_counter(), client.job(job["id"])["done"]
+    samples = [single_task_latency(http, path, task) for task in tasks[:count]]
+    done = client.job(job["id"])["done"] - done_before
+    rate = done / (time.perf_counter() - started)
+    client.cancel_job(job["id"])
+    client.wait_for_job(job["id"])
+    return samples, rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=2000)
@@ -125,6 +145,10 @@ def main() -> None:
             single_task_latency(http, path, task)
         http_latency = [single_task_latency(http, path, t) for t in tasks[: args.latency_samples]]
         import_latency, import_s = latency_during_import(http, path, tasks, created["id"], body)
+        with Client(url, token) as client:
+            job_latency, job_rate = latency_during_job(
+                http, client, created["id"], server, tasks, args.latency_samples
+            )
 
     chunks = [tasks[i : i + args.per_request] for i in range(0, len(tasks), args.per_request)]
 
@@ -154,6 +178,12 @@ def main() -> None:
     )
     slowdown = percentile(import_latency, 0.99) / percentile(http_latency, 0.99)
     print(f"ratio HTTP p99 during import / idle: {slowdown:.2f}")
+    print(
+        f"single-document latency, HTTP during a bulk job: {percentiles(job_latency)}"
+        f"  (the job meanwhile: {job_rate:.0f} tasks/s)"
+    )
+    gap = statistics.median(http_latency) - statistics.median(direct_latency)
+    print(f"p50 above the pipeline in process: {gap * 1000:.1f} ms")
     print(f"throughput, pipeline in process (batches of 64):       {direct_rate:7.1f} docs/s")
     print(
         f"throughput, HTTP, {args.clients} clients x {args.per_request} doc(s)/request: "

@@ -15,6 +15,7 @@ never taken for it) as soon as it runs: even an `up` that died half-way leaves a
 import errno
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -55,6 +56,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_block(size: int, low: int, high: int) -> int:
+    """The first of `size` consecutive ports in [low, high) that nobody listens on now, at
+    a random place, so that two installations on one machine get different blocks."""
+    starts = list(range(low, high - size + 1, size))
+    random.shuffle(starts)
+    for start in starts:
+        if all(_unused(port) for port in range(start, start + size)):
+            return start
+    raise ClusterError(f"no {size} free consecutive ports between {low} and {high}")
+
+
+def _unused(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
 
 
 def ensure_free(host: str, port: int, what: str, option: str) -> None:

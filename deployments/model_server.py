@@ -1,7 +1,8 @@
 """The Serve deployment of one pre-annotation server.
 
 Each replica loads its pipeline once; interactive calls and bulk jobs share that one load
-through two lanes (`lanes.py`), interactive first.
+through two lanes (`lanes.py`), interactive first. Interactive calls come over HTTP
+straight from Serve's ingress (`server_ingress.py`) or through the router's handle.
 """
 
 import asyncio
@@ -10,15 +11,20 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
+from starlette.requests import Request
+from starlette.responses import Response
 
 from preannotate.annotators.llm import CONCURRENCY, REQUEST_TIMEOUT_S, ProviderAccess
 from preannotate.annotators.visual_pipeline import pipeline_for
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.configs.project import ProjectConfig
+from preannotate.deployments.access_cache import AccessCache
 from preannotate.deployments.lanes import Lanes
 from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
+from preannotate.deployments.server_ingress import PredictIngress
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
+from preannotate.store import Store
 from preannotate.store.providers import open_key
 
 
@@ -29,9 +35,11 @@ class ModelServer:
         server_id: str,
         project: dict[str, Any],
         hub_root: str,
+        database_url: str,
         providers: dict[str, dict[str, Any]] | None = None,
     ):
         self.server_id = server_id
+        self.ingress = PredictIngress(server_id, AccessCache(Store(database_url)))
         hub = Hub(Path(hub_root))
         self.config = validate_config(ProjectConfig.model_validate(project), hub)
         self.pipeline = pipeline_for(self.config, hub)
@@ -39,6 +47,11 @@ class ModelServer:
             self.pipeline.connect_providers(open_providers(providers))
         self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
         self.latency = LaneLatency(server_id)
+
+    async def __call__(self, request: Request) -> Response:
+        """HTTP `POST /servers/{id}/predict`, sent here by Serve's ingress without the
+        router (`server_ingress.py`): the token and role checked, then `predict`."""
+        return await self.ingress.respond(request, self.predict)
 
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The interactive lane: one prediction (or error) per task, in order, ahead of bulk
@@ -81,13 +94,15 @@ def model_server_app(
     spec: DeploySpec,
     project: dict[str, Any],
     hub_root: str,
+    database_url: str,
     providers: dict[str, dict[str, Any]] | None = None,
 ) -> Application:
     """Bind a server's replicas with the resources its deploy spec asks for; `project` is
-    the configuration with its library rules written out (`inline_config`); `providers`
-    those its external prompts call, keys sealed (`Store.sealed_providers`)."""
+    the configuration with its library rules written out (`inline_config`); the store at
+    `database_url` holds the tokens and roles its HTTP route checks; `providers` those
+    its external prompts call, keys sealed (`Store.sealed_providers`)."""
     return ModelServer.options(**spec.deployment_options()).bind(
-        server_id, project, hub_root, providers
+        server_id, project, hub_root, database_url, providers
     )
 
 

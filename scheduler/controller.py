@@ -31,6 +31,7 @@ from preannotate.cluster.serve_state import ServeSnapshot, serve_snapshot
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import parse_project_config
 from preannotate.deployments.model_server import inline_config, model_server_app
+from preannotate.deployments.server_ingress import predict_route
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.scheduler.errors import DeployRefused
@@ -188,8 +189,10 @@ class DeployController:
     def _run(self, server: Server, spec: DeploySpec, providers: dict[str, dict[str, Any]]) -> None:
         """Start the server's Serve app without blocking on it, then hold the deploy lock
         until Ray has placed its replicas, so the next capacity check sees them as taken."""
-        app = model_server_app(server.id, spec, server.config, str(self.hub.root), providers)
-        target = serve.RunTarget(target=app, name=server.id, route_prefix=None)
+        app = model_server_app(
+            server.id, spec, server.config, str(self.hub.root), self.store.url, providers
+        )
+        target = serve.RunTarget(target=app, name=server.id, route_prefix=predict_route(server.id))
         serve.run_many(
             [target],
             wait_for_ingress_deployment_creation=False,

@@ -27,7 +27,7 @@ from preannotate.client.api import TOKEN_ENV, URL_ENV
 from preannotate.client.cli import app
 from preannotate.client.launch import admin_token
 from preannotate.cluster.ray_cluster import remember, remembered
-from preannotate.deployments.routes.access_cache import EPOCH_CHECK_S, AccessCache
+from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
 from tests.conftest import RayCluster, labels_xml
 from tests.test_store import db_path, postgres_database, store, store_url  # noqa: F401
@@ -340,8 +340,9 @@ def test_revoked_tokens_roles_and_users_fail_on_the_next_request(
     assert dave.http.delete(membership).status_code == 403
     assert erin.http.delete(membership).status_code == 403  # annotators give no roles
     assert alice.http.delete(membership).status_code == 200
+    assert erin.http.get(f"/projects/{shared.alices}").status_code == 403  # asks the store: at once
+    time.sleep(EPOCH_CHECK_S + 0.1)  # the server's own ingress re-reads the epoch within this
     assert predict(erin, shared.server).status_code == 403
-    assert erin.http.get(f"/projects/{shared.alices}").status_code == 403
     gone = alice.http.delete(membership)
     assert gone.status_code == 404 and "has no role" in detail(gone)
 

@@ -23,7 +23,7 @@ from preannotate.configs.label_studio import match
 from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.project import load_project_config
 from preannotate.deployments.routes.label_studio import MAX_TASKS
-from preannotate.deployments.routes.servers import MAX_INTERACTIVE_TASKS
+from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.store import InvalidInput, Store
 from tests.conftest import EXAMPLES, ROOT, RayCluster
 from tests.test_store import db_path, postgres_database, store, store_url  # noqa: F401

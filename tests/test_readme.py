@@ -9,9 +9,9 @@ from preannotate.annotators.training import MIN_COMPLETIONS
 from preannotate.client.cli import up
 from preannotate.configs.rules import MAX_DICTIONARY_TERMS, MAX_PATTERN_CHARS
 from preannotate.configs.training import TrainingSpec
+from preannotate.deployments.access_cache import TOKEN_CACHE_S
 from preannotate.deployments.lanes import BUSY_FOR_S, BUSY_SLICE, IDLE_SLICE
-from preannotate.deployments.routes.access_cache import TOKEN_CACHE_S
-from preannotate.deployments.routes.servers import MAX_INTERACTIVE_TASKS
+from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.hub.validation import MAX_MODELS
 from preannotate.scheduler.bulk import BATCH_SIZE, IN_FLIGHT
 from tests.conftest import ROOT

@@ -182,3 +182,40 @@ def test_scale_to_zero_server_holds_no_license_until_called(api: httpx.Client) -
         for i in response.json()["predictions"][0]["result"]
     }
     assert "license_token" not in ray.available_resources()
+
+
+def test_a_server_answers_predictions_itself_while_the_router_is_down(
+    api: httpx.Client, ray_cluster: RayCluster
+) -> None:
+    """Predictions reach the server's own replicas (one hop, `server_ingress.py`): killing
+    the router's replica stops the other routes until Serve replaces it, not predictions."""
+    server = deploy(api, new_project(api)).json()["id"]
+    wait_ready(api, server)
+    [router] = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::router#")
+    ]
+    ray.kill(ray.get_actor(router, namespace="serve"))
+    assert router_comes_to(api, up=False, within_s=10), "the router still answers"
+    with httpx.Client(base_url=ray_cluster.url, timeout=10) as anonymous:
+        assert anonymous.post(f"/servers/{server}/predict", json={}).status_code == 401
+    answered = predict(api, server)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["predictions"][0]["result"]
+    assert router_comes_to(api, up=True, within_s=120), "Serve did not bring the router back"
+
+
+def router_comes_to(api: httpx.Client, up: bool, within_s: float) -> bool:
+    """Whether the router's `/health` comes to answering (`up`) or to failing within
+    `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            answers = api.get("/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            answers = False
+        if answers == up:
+            return True
+        time.sleep(0.2)
+    return False

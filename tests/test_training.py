@@ -21,7 +21,7 @@ from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.project import load_project_config
 from preannotate.configs.training import TrainingSpec
-from preannotate.deployments.routes.servers import MAX_INTERACTIVE_TASKS
+from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.versions import next_version
 from tests.conftest import EXAMPLES, labels_xml

@@ -20,9 +20,8 @@ from fastapi import Depends, Header, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, Strict
 from ray.serve.handle import DeploymentHandle
-from starlette.concurrency import run_in_threadpool
 
-from preannotate.deployments.routes.access_cache import AccessCache
+from preannotate.deployments.access_cache import TOKEN_REQUIRED, AccessCache, bearer_token
 from preannotate.deployments.routes.errors import errors as errors  # where routes look for it
 from preannotate.hub.catalog import Hub
 from preannotate.scheduler.actor import find_scheduler
@@ -84,16 +83,6 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 """The bearer token sent, if any; declaring it documents the API's security scheme."""
 
 
-async def token_user(ctx: Context, token: str | None) -> User | None:
-    """The token's user: a cached token is answered on the event loop, any other (or any
-    token once the cache is due to re-read the access epoch) in the thread pool."""
-    if not token:
-        return None
-    return ctx.access.cached_user(token) or await run_in_threadpool(
-        ctx.access.user_for_token, token
-    )
-
-
 async def current_user(
     ctx: Annotated[Context, Depends(context)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -102,14 +91,9 @@ async def current_user(
     """The caller, from `Authorization: Bearer <token>` (the pages pass their cookie's
     token as that header's value); 401 without a valid one. `_` puts the bearer scheme in
     the OpenAPI document."""
-    scheme, _space, token = (authorization or "").partition(" ")
-    user = await token_user(ctx, token if scheme.lower() == "bearer" else None)
+    user = await ctx.access.user(bearer_token(authorization))
     if user is None:
-        raise HTTPException(
-            401,
-            "a valid API token is required (header `Authorization: Bearer <token>`)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(401, TOKEN_REQUIRED, headers={"WWW-Authenticate": "Bearer"})
     return user
 
 

@@ -47,10 +47,10 @@ from preannotate.deployments.routes.context import (
     Id,
     caller_roles,
     require_role,
-    token_user,
 )
 from preannotate.deployments.routes.errors import ErrorBody, ProblemsBody, errors
 from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS, PredictRequest
 from preannotate.store import InvalidInput, InvalidState, NotFound, ServerStatus
 from preannotate.store.models import User
 
@@ -96,7 +96,7 @@ async def label_studio_user(
         except (binascii.Error, UnicodeDecodeError):
             decoded = ""
         name, _, token = decoded.partition(":")
-    user = await token_user(ctx, token)
+    user = await ctx.access.user(token)
     if user is None or (name is not None and name != user.name):
         raise HTTPException(
             401,
@@ -123,8 +123,7 @@ class Backend:
 async def server_backend(ctx: Ctx, user: Caller, server_id: str) -> Backend:
     """`/ml/{server_id}`: 404 for an unknown server, 403 without a role in a project using
     it; the permission is cached as for `servers.predict`."""
-    if not user.is_admin and not ctx.access.may_use(user.id, server_id):
-        await run_in_threadpool(servers._allow_use, ctx, user, server_id)
+    await servers.check_server_use(ctx, user, server_id)
     return Backend(server_id, None, user)
 
 
@@ -289,7 +288,7 @@ class WebhookAnswer(BaseModel):
 async def health(ctx: Ctx, backend: Backend) -> Health:
     """UP once the server is ready (503 while it deploys or loads)."""
     if backend.server_id not in ctx.handles:
-        await run_in_threadpool(servers._ready_handle, ctx, backend.server_id)
+        await run_in_threadpool(servers.ready_handle, ctx, backend.server_id)
     return Health(status="UP", model_class=f"preannotate {backend.server_id}")
 
 
@@ -314,7 +313,7 @@ async def predict(ctx: Ctx, backend: Backend, request: PredictTasks) -> PredictA
             results[row] = _failed(str(problem), schema.config_hash)
             continue
         sendable.append((row, {"id": task.get("id"), "data": data}))
-    size = servers.MAX_INTERACTIVE_TASKS
+    size = MAX_INTERACTIVE_TASKS
     slices = [sendable[start : start + size] for start in range(0, len(sendable), size)]
     answers = await asyncio.gather(
         *(
@@ -322,7 +321,7 @@ async def predict(ctx: Ctx, backend: Backend, request: PredictTasks) -> PredictA
                 ctx,
                 backend.user,
                 backend.server_id,
-                servers.PredictRequest(tasks=[task for _, task in part]),
+                PredictRequest(tasks=[task for _, task in part]),
             )
             for part in slices
         )

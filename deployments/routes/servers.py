@@ -16,12 +16,12 @@ from typing import Any
 
 import ray
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
+from preannotate.deployments.access_cache import use_refusal
 from preannotate.deployments.routes import resources
 from preannotate.deployments.routes.context import (
     MANAGE,
@@ -33,19 +33,11 @@ from preannotate.deployments.routes.context import (
 )
 from preannotate.deployments.routes.errors import ServerNotReady
 from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.server_ingress import PredictRequest
 from preannotate.store import NotFound, ServerStatus
 from preannotate.store.models import User
 
 router = APIRouter(tags=["servers"], route_class=JsonBodyRoute)
-MAX_INTERACTIVE_TASKS = 100
-
-
-class PredictRequest(BaseModel):
-    tasks: list[dict[str, Any]] = Field(
-        min_length=1,
-        max_length=MAX_INTERACTIVE_TASKS,
-        description='tasks as `{"id": ..., "data": {"text": ...}}`',
-    )
 
 
 def shown(server: dict[str, Any], roles: dict[int, str] | None) -> dict[str, Any]:
@@ -65,10 +57,19 @@ def visible(servers: list[dict[str, Any]], roles: dict[int, str] | None) -> list
 def require_server_use(ctx: Context, user: User, server_id: str) -> None:
     """404 for an unknown server; 403 unless the caller has a role in a project using it
     (admins need none). It asks the store: call it off the event loop."""
-    server = ctx.store.get_server(server_id)
-    roles = caller_roles(ctx, user)
-    if roles is not None and not any(p in roles for p in server.project_ids):
-        raise HTTPException(403, f"user '{user.name}' has no role in a project using {server_id}")
+    refusal = use_refusal(ctx.store, user, server_id)
+    if refusal:
+        raise HTTPException(403, refusal)
+
+
+async def check_server_use(ctx: Context, user: User, server_id: str) -> None:
+    """`require_server_use` through the access cache: a permission seen before is answered
+    on the event loop, any other in the thread pool and remembered."""
+    if user.is_admin or ctx.access.may_use(user.id, server_id):
+        return
+    refusal = await run_in_threadpool(ctx.access.use_refusal, user, server_id)
+    if refusal:
+        raise HTTPException(403, refusal)
 
 
 def require_server_control(ctx: Context, user: User, server_id: str) -> None:
@@ -85,15 +86,7 @@ def require_server_control(ctx: Context, user: User, server_id: str) -> None:
         )
 
 
-def _allow_use(ctx: Context, user: User, server_id: str) -> None:
-    """`require_server_use`, remembered in the access cache for the next predictions."""
-    epoch = ctx.access.settled_epoch()
-    if not ctx.access.may_use(user.id, server_id):
-        require_server_use(ctx, user, server_id)
-        ctx.access.allow_use(user.id, server_id, epoch)
-
-
-def _ready_handle(ctx: Context, server_id: str) -> DeploymentHandle:
+def ready_handle(ctx: Context, server_id: str) -> DeploymentHandle:
     """The handle of a ready server, asking the store and the scheduler (it blocks), and
     cached for the next calls."""
     server = ctx.store.get_server(server_id)
@@ -146,11 +139,10 @@ async def predict(
     ctx: Ctx, user: CurrentUser, server_id: str, request: PredictRequest
 ) -> dict[str, Any]:
     """Pre-annotate a few tasks now: the interactive lane, which bulk jobs do not queue."""
-    if not user.is_admin and not ctx.access.may_use(user.id, server_id):
-        await run_in_threadpool(_allow_use, ctx, user, server_id)
+    await check_server_use(ctx, user, server_id)
     handle = ctx.handles.get(server_id)
     if handle is None:
-        handle = await run_in_threadpool(_ready_handle, ctx, server_id)
+        handle = await run_in_threadpool(ready_handle, ctx, server_id)
     try:
         predictions = await handle.predict.remote(request.tasks)
     except RayServeException as exc:

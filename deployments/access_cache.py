@@ -1,4 +1,6 @@
-"""What a router replica remembers about access, so interactive predictions skip the store.
+"""What a replica that answers HTTP remembers about access, so interactive predictions skip
+the store: the router's replicas, and each server's own predict ingress
+(`server_ingress.py`), check tokens and roles the same way through this module.
 
 It remembers the user of each token seen and which users may use which servers. All of it
 holds only while the store's access epoch stands (`store/users.py`: every revocation moves
@@ -17,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from starlette.concurrency import run_in_threadpool
+
 from preannotate.store import Store
 from preannotate.store.models import User
 
@@ -24,6 +28,26 @@ EPOCH_CHECK_S = 1.0
 TOKEN_CACHE_S = 30.0
 CACHE_SIZE = 10_000
 """Entries per map; a full map is emptied (the next calls fill it again)."""
+TOKEN_REQUIRED = "a valid API token is required (header `Authorization: Bearer <token>`)"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, if it is one."""
+    scheme, _space, token = (authorization or "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def use_refusal(store: Store, user: User, server_id: str) -> str | None:
+    """Why the user may not use the server (no role in a project using it), or None when
+    they may (admins need no role). NotFound for an unknown server. Blocks: it asks the
+    store."""
+    server = store.get_server(server_id)
+    if user.is_admin:
+        return None
+    roles = store.roles_of(user.id)
+    if any(p in roles for p in server.project_ids):
+        return None
+    return f"user '{user.name}' has no role in a project using {server_id}"
 
 
 @dataclass
@@ -85,6 +109,24 @@ class AccessCache:
                 self.tokens.clear()
             self.tokens[token] = (time.monotonic(), epoch, user)
         return user
+
+    async def user(self, token: str | None) -> User | None:
+        """The token's user: a cached token is answered on the event loop, any other (or
+        any token once the epoch is due for a re-read) in the thread pool."""
+        if not token:
+            return None
+        return self.cached_user(token) or await run_in_threadpool(self.user_for_token, token)
+
+    def use_refusal(self, user: User, server_id: str) -> str | None:
+        """`use_refusal` (module function), and an allowed use remembered for the next
+        calls. Blocks: call it off the event loop."""
+        epoch = self.settled_epoch()
+        if user.is_admin or self.may_use(user.id, server_id):
+            return None
+        refusal = use_refusal(self.store, user, server_id)
+        if refusal is None:
+            self.allow_use(user.id, server_id, epoch)
+        return refusal
 
     def may_use(self, user_id: int, server_id: str) -> bool:
         """Whether the user was found allowed to use the server under the current, fresh
