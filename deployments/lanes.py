@@ -15,7 +15,7 @@ from typing import Any
 
 Annotate = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 IDLE_SLICE = 64
-BUSY_SLICE = 8
+BUSY_SLICE = 1
 BUSY_FOR_S = 5.0
 """How long after an interactive call bulk work keeps to small slices."""
 

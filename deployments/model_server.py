@@ -6,6 +6,7 @@ straight from Serve's ingress (`server_ingress.py`) or through the router's hand
 """
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.store import Store
 from preannotate.store.providers import open_key
 
+SWITCH_INTERVAL_S = 0.001
+"""How long the bulk lane's thread may hold the GIL while an interactive request waits for
+it (Python's default is 5 ms, paid several times per request during a bulk job)."""
+
 
 @serve.deployment(name="model_server", health_check_period_s=10, max_ongoing_requests=64)
 class ModelServer:
@@ -38,6 +43,7 @@ class ModelServer:
         database_url: str,
         providers: dict[str, dict[str, Any]] | None = None,
     ):
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.server_id = server_id
         self.ingress = PredictIngress(server_id, AccessCache(Store(database_url)))
         hub = Hub(Path(hub_root))

@@ -25,7 +25,7 @@ HOLDOUT = TrainingSpec.model_fields["holdout"].default
     "phrase",
     [
         f"slices of {IDLE_SLICE} documents while nobody calls interactively",
-        f"of {BUSY_SLICE} documents for {BUSY_FOR_S:g} seconds after an interactive call",
+        f"(`BUSY_SLICE` = {BUSY_SLICE}) for {BUSY_FOR_S:g} seconds after an interactive call",
         f"sends batches of {BATCH_SIZE} to the server's replicas",
         f"at most {IN_FLIGHT} batches in flight",
         f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",
