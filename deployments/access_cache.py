@@ -117,6 +117,13 @@ class AccessCache:
             return None
         return self.cached_user(token) or await run_in_threadpool(self.user_for_token, token)
 
+    async def refusal(self, user: User, server_id: str) -> str | None:
+        """Why the user may not use the server, or None: a permission seen before is
+        answered on the event loop, any other in the thread pool (`use_refusal`)."""
+        if user.is_admin or self.may_use(user.id, server_id):
+            return None
+        return await run_in_threadpool(self.use_refusal, user, server_id)
+
     def use_refusal(self, user: User, server_id: str) -> str | None:
         """`use_refusal` (module function), and an allowed use remembered for the next
         calls. Blocks: call it off the event loop."""

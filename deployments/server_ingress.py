@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -84,10 +83,9 @@ class PredictIngress:
         user = await self.access.user(bearer_token(request.headers.get("authorization")))
         if user is None:
             return refusal(401, TOKEN_REQUIRED, {"WWW-Authenticate": "Bearer"})
-        if not (user.is_admin or self.access.may_use(user.id, self.server_id)):
-            denied = await run_in_threadpool(self.access.use_refusal, user, self.server_id)
-            if denied:
-                return refusal(403, denied)
+        denied = await self.access.refusal(user, self.server_id)
+        if denied:
+            return refusal(403, denied)
         try:
             body = PredictRequest.model_validate(
                 standard_json.parse(await request.body(), "request body")

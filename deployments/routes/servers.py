@@ -65,9 +65,7 @@ def require_server_use(ctx: Context, user: User, server_id: str) -> None:
 async def check_server_use(ctx: Context, user: User, server_id: str) -> None:
     """`require_server_use` through the access cache: a permission seen before is answered
     on the event loop, any other in the thread pool and remembered."""
-    if user.is_admin or ctx.access.may_use(user.id, server_id):
-        return
-    refusal = await run_in_threadpool(ctx.access.use_refusal, user, server_id)
+    refusal = await ctx.access.refusal(user, server_id)
     if refusal:
         raise HTTPException(403, refusal)
 
