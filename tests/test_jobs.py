@@ -113,7 +113,7 @@ def test_job_predicts_every_task_once_and_reruns_add_versions(api: httpx.Client)
         completion.status_code == 201 and completion.json()["copied_from_prediction_id"] == v3["id"]
     )
     exported = api.get(f"/projects/{project}/export").json()
-    assert len(exported) == 2000 and len(exported[0]["predictions"]) == 3
+    assert len(exported) == 1500 and len(exported[0]["predictions"]) == 3
     assert exported[0]["completions"][0]["copied_from"] == f"prediction: {v3['id']}"
 
 
