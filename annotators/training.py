@@ -349,8 +349,9 @@ def train(
     ends and the model is returned, so a caller streams progress (`yield from`) instead of
     being called back. `base` is the model to start from, or for assertion and relation
     the one to compare with."""
-    from spacy.util import minibatch
+    from spacy.util import fix_random_seed, minibatch
 
+    fix_random_seed(spec.seed)  # weights and dropout too, so a seed repeats a run
     train_rows, eval_rows = data.split(spec.holdout, spec.seed)
     prepare = _marked_run if data.kind in MARKED_KINDS else _span_or_class_run
     run = prepare(spec, data, base, (train_rows, eval_rows))

@@ -37,5 +37,5 @@ class TrainingSpec(BaseModel):
     base_model: str | None = Field(None, description="a hub NER model to start from")
     epochs: int = Field(10, ge=1, le=200)
     holdout: float = Field(0.2, gt=0, lt=0.9, description="share of completions held out")
-    seed: int = 0
+    seed: int = Field(0, description="the same seed and completions train the same model")
     resources: TrainingResources = TrainingResources()

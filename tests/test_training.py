@@ -81,6 +81,16 @@ def test_ner_training_learns_and_beats_the_untrained_baseline() -> None:
     assert (trained.train_size, trained.eval_size) == (160, 40)
 
 
+def test_a_seed_repeats_a_training_run() -> None:
+    spec = TrainingSpec(kind="ner", model_name="m")
+    data = training_data(spec, LABELING, annotated(ANNOTATED[:60]))
+    runs = [
+        run_to_end(TrainingSpec(kind="ner", model_name="m", epochs=2, seed=seed), data)[0]
+        for seed in (7, 7, 8)
+    ]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
 def test_classification_training_and_base_model_rules(hub: Hub) -> None:
     xml = (
         '<View><Text name="text" value="$text"/><Choices name="topic" toName="text">'
