@@ -21,13 +21,15 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
 from pydantic import BaseModel, Field, ValidationError
 
 from preannotate.annotators.spans import Source, Span
 from preannotate.configs.prompts import ExternalPrompt
+
+if TYPE_CHECKING:  # the client loads with the first provider (0.8 s a process otherwise)
+    import openai
 
 REQUEST_TIMEOUT_S = 60.0
 CONCURRENCY = 4
@@ -153,6 +155,8 @@ class ProviderClient:
     """One provider's `openai` client and the pool that bounds its calls in flight."""
 
     def __init__(self, access: ProviderAccess, max_retries: int = MAX_RETRIES):
+        import openai
+
         self.access = access
         self._requests = threading.local()
         http = openai.DefaultHttpxClient(event_hooks={"request": [self._count_request]})
@@ -179,6 +183,8 @@ class ProviderClient:
     def chat(self, model: str, messages: list[dict[str, str]], **options: Any) -> tuple[str, Usage]:
         """One chat completion (retried by the client): the answer's text and its usage.
         Runs in the calling thread; `map` runs many through the pool."""
+        import openai
+
         self._requests.count = 0
         usage = Usage()
         try:
@@ -214,7 +220,9 @@ class ProviderClient:
         self.client.close()
 
 
-def _describe(exc: openai.APIError) -> str:
+def _describe(exc: "openai.APIError") -> str:
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return "the request timed out"
     if isinstance(exc, openai.APIStatusError):

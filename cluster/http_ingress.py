@@ -27,7 +27,7 @@ from preannotate.cluster.local_head import ClusterError, free_port, free_port_bl
 HAPROXY = "haproxy"
 PYTHON = "python"
 INGRESSES = (HAPROXY, PYTHON)
-DRAIN_S = 2
+DRAIN_S = 0.5
 REPLICA_PORTS = 200
 """Ports for replicas' own HTTP (and gRPC) servers: one per ingress replica on a node."""
 

@@ -33,7 +33,17 @@ SWITCH_INTERVAL_S = 0.001
 it (Python's default is 5 ms, paid several times per request during a bulk job)."""
 
 
-@serve.deployment(name="model_server", health_check_period_s=10, max_ongoing_requests=64)
+DRAIN_CHECK_S = 0.5
+"""How often a stopping replica checks that its requests are done (Serve's default, 2 s,
+is also the least a delete on the Clusters page waits)."""
+
+
+@serve.deployment(
+    name="model_server",
+    health_check_period_s=10,
+    max_ongoing_requests=64,
+    graceful_shutdown_wait_loop_s=DRAIN_CHECK_S,
+)
 class ModelServer:
     def __init__(
         self,

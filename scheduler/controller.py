@@ -309,7 +309,9 @@ class DeployController:
         self.deleting.add(server_id)
         try:
             self.store.set_server_status(server_id, ServerStatus.DELETING)
-            serve.delete(server_id)
+            serve.delete(server_id, _blocking=False)  # Serve's own wait polls once a second
+            while serve_snapshot().app(server_id) is not None:
+                time.sleep(POLL_S)
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)

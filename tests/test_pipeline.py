@@ -1,6 +1,8 @@
 """The annotators pipeline on real spaCy models: whole entities, policies, per-task errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from spacy.training import Example
 from preannotate.annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import validate_config
-from tests.conftest import labels_xml, project
+from tests.conftest import EXAMPLES, labels_xml, project
 
 NER = [f'value="{label}" model="ner_general_en_sm"' for label in ("PERSON", "ORG", "GPE")]
 
@@ -202,3 +204,26 @@ def test_pipeline_order_chunks_then_assertion_then_relations() -> None:
     assert drug_status["provenance"]["assertion_of"] == drug["id"]
     assert dose_status["provenance"]["assertion_of"] == dose["id"]
     assert (relation["from_id"], relation["to_id"]) == (drug["id"], dose["id"])
+
+
+LOAD_A_SERVER = """
+import json, sys
+from preannotate.annotators.pipeline import Pipeline
+from preannotate.configs.project import load_project_config
+from preannotate.deployments import model_server
+from preannotate.hub.validation import validate_config
+pipeline = Pipeline(validate_config(load_project_config(sys.argv[1])))
+[prediction] = pipeline.annotate([{"id": 1, "data": {"text": "Angela Merkel met Tim Cook."}}])
+print(json.dumps([len(prediction.result), sorted({"torch", "openai"} & set(sys.modules))]))
+"""
+
+
+def test_a_server_process_loads_spacy_without_torch_or_the_llm_client() -> None:
+    """Each replica starts a process; torch (which thinc imports when it can) and the
+    `openai` client would add about 3 s to every start, for servers that use neither."""
+    news = str(EXAMPLES / "news" / "project.json")
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_A_SERVER, news], capture_output=True, text=True, check=True
+    )
+    found, loaded = json.loads(run.stdout)
+    assert found >= 2 and loaded == []
