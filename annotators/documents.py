@@ -195,8 +195,13 @@ def _check_pdf(doc: Any, limits: DocumentLimits) -> None:
 
 
 def _pixels(rect: Any, dpi: int) -> tuple[int, int]:
+    """The size MuPDF renders the page at: the scaled page rounded outwards (A4 at 100
+    DPI is 827 x 1170 pixels, not 826 x 1169), so `original_width` is the drawn image's."""
+    import pymupdf
+
     scale = dpi / POINTS_PER_INCH
-    return round(rect.width * scale), round(rect.height * scale)
+    box = (rect * pymupdf.Matrix(scale, scale)).irect
+    return box.width, box.height
 
 
 def _open_image(data: bytes, kind: Kind, limits: DocumentLimits) -> "Image":

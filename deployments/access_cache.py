@@ -119,16 +119,16 @@ class AccessCache:
 
     async def refusal(self, user: User, server_id: str) -> str | None:
         """Why the user may not use the server, or None: a permission seen before is
-        answered on the event loop, any other in the thread pool (`use_refusal`)."""
+        answered on the event loop, any other in the thread pool."""
         if user.is_admin or self.may_use(user.id, server_id):
             return None
-        return await run_in_threadpool(self.use_refusal, user, server_id)
+        return await run_in_threadpool(self.refusal_from_store, user, server_id)
 
-    def use_refusal(self, user: User, server_id: str) -> str | None:
-        """`use_refusal` (module function), and an allowed use remembered for the next
-        calls. Blocks: call it off the event loop."""
+    def refusal_from_store(self, user: User, server_id: str) -> str | None:
+        """`use_refusal`, and an allowed use remembered for the next calls. Blocks: call
+        it off the event loop."""
         epoch = self.settled_epoch()
-        if user.is_admin or self.may_use(user.id, server_id):
+        if self.may_use(user.id, server_id):
             return None
         refusal = use_refusal(self.store, user, server_id)
         if refusal is None:

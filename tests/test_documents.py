@@ -48,9 +48,10 @@ def invoice() -> pymupdf.Document:
     return doc
 
 
-def true_boxes(index: int, text: str) -> list[Box]:
-    """Where `text` is on page `index` of the invoice, one box per line, in percent."""
-    page = invoice()[index]
+def true_boxes(index: int, text: str, document: pymupdf.Document | None = None) -> list[Box]:
+    """Where `text` is on page `index` of the document (the invoice unless given), one box
+    per line, in percent."""
+    page = (document or invoice())[index]
     width, height = page.rect.width, page.rect.height
     return [
         (100 * r.x0 / width, 100 * r.y0 / height, 100 * r.x1 / width, 100 * r.y1 / height)

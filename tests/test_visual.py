@@ -319,7 +319,70 @@ def test_a_projects_document_options_set_dpi_and_ocr_languages(tmp_path: Path) -
         return [p.as_json() for p in pipeline.annotate(tasks)]
 
     pdf, scan = annotate({"dpi": 100})
-    assert {r["original_width"] for r in pdf["result"]} == {826}  # A4 at 100 DPI, not 200
+    assert {r["original_width"] for r in pdf["result"]} == {827}  # A4 at 100 DPI, not 200
     assert [r["meta"]["text"] for r in scan["result"] if "COMPANY" in r["value"]["rectanglelabels"]]
     pdf, scan = annotate({"languages": "zzz"})
     assert pdf["result"] and "zzz" in scan["error"]  # the text layer needs no OCR
+
+
+KEY_VALUE_PLUGIN = """
+from preannotate.annotators.layout import LayoutRuntime
+from preannotate.annotators.spans import Source, Span
+
+
+class KeyValueLayout(LayoutRuntime):
+    image_sizes = []
+
+    def page_entities(self, pages):
+        source = Source("model", self.model.name, self.model.manifest.version)
+        found = []
+        for page in pages:
+            self.image_sizes.append(page.image().size)
+            words, spans = page.page.words, []
+            for key in (w for w in words if w.text == "Vendor:"):
+                value = [i for i, w in enumerate(words) if w.line == key.line and w.x0 > key.x1]
+                if value:
+                    start, end = page.text.offsets[value[0]][0], page.text.offsets[value[-1]][1]
+                    spans.append(Span(start, end, "VENDOR", source, 0.8))
+            found.append(spans)
+        return found
+"""
+"""The plugin of docs/visual.md, which labels the words right of "Vendor:" on its line,
+and notes the size of each page image it was given."""
+
+
+def test_a_layout_runtime_plugin_reads_words_boxes_and_the_page_image(
+    make_model, hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `visual_ner` model whose runtime is an installed plugin (`preannotate.runtimes`
+    entry point) gets each page's words with boxes and its image; its spans become boxes."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline
+    from preannotate.configs.project import parse_project_config
+    from preannotate.hub.validation import validate_config
+
+    site = tmp_path / "site"
+    info = site / "key_value_layout-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: key-value-layout\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[preannotate.runtimes]\nkey_value = key_value_layout:KeyValueLayout\n"
+    )
+    (site / "key_value_layout.py").write_text(KEY_VALUE_PLUGIN)
+    monkeypatch.syspath_prepend(str(site))
+    make_model(
+        "vendors", kind="visual_ner", labels=["VENDOR"], embeddings="none", runtime="key_value"
+    )
+    xml = CONFIG.replace('<Label value="COMPANY"/>', '<Label value="VENDOR" model="vendors"/>')
+    (tmp_path / "invoice.pdf").write_bytes(vendor_invoice(2))
+    project = {"name": "v", "labeling_config": xml, "documents": {"dpi": 100}}
+    pipeline = VisualPipeline(validate_config(parse_project_config(project), hub), hub, tmp_path)
+    [prediction] = pipeline.annotate([{"id": 1, "data": {"image": "local://invoice.pdf"}}])
+
+    [vendor] = boxes(prediction.as_json()["result"], "VENDOR")
+    assert vendor["meta"]["text"] == ["Initech Systems"]
+    assert vendor["provenance"] == {"type": "model", "name": "vendors", "version": "1"}
+    [box] = true_boxes(0, "Initech Systems", pymupdf.open(stream=vendor_invoice(2)))
+    assert iou(region_box(vendor), box) >= 0.5
+    from key_value_layout import KeyValueLayout
+
+    assert KeyValueLayout.image_sizes == [(827, 1170)]  # A4 drawn at the project's 100 DPI
