@@ -9,7 +9,9 @@ pulled").
 
 from dataclasses import dataclass, field
 
+import ray
 from ray.serve._private.common import ReplicaState
+from ray.serve._private.constants import SERVE_NAMESPACE
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
 
@@ -33,6 +35,7 @@ class Replica:
     node_id: str | None
     """None while Ray has not placed the replica's actor (it holds nothing yet)."""
     state: str
+    actor_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def serve_snapshot() -> ServeSnapshot:
     for name, app in details.applications.items():
         messages = [app.message] + [d.message for d in app.deployments.values() if d.message]
         replicas = [
-            Replica(replica_id=r.replica_id, node_id=r.node_id, state=r.state.value)
+            Replica(r.replica_id, r.node_id, r.state.value, r.actor_name)
             for deployment in app.deployments.values()
             for r in deployment.replicas
         ]
@@ -74,3 +77,17 @@ def serve_snapshot() -> ServeSnapshot:
             status=app.status, message=" ".join(m for m in messages if m), replicas=replicas
         )
     return ServeSnapshot(apps)
+
+
+def actors_alive(replicas: list[Replica]) -> bool:
+    """Whether any of these replicas' actors still lives (and so holds its resources):
+    Serve forgets a stopped replica a little before Ray has ended its actor."""
+    for replica in replicas:
+        if replica.actor_name is None:
+            continue
+        try:
+            ray.get_actor(replica.actor_name, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            continue
+        return True
+    return False

@@ -27,7 +27,7 @@ from preannotate.cluster.capacity import (
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License, LicenseError, require_scope
 from preannotate.cluster.ray_cluster import nodes
-from preannotate.cluster.serve_state import ServeSnapshot, serve_snapshot
+from preannotate.cluster.serve_state import ServeSnapshot, actors_alive, serve_snapshot
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import parse_project_config
 from preannotate.deployments.model_server import inline_config, model_server_app
@@ -42,6 +42,7 @@ from preannotate.store.secrets import SecretKeyError, require_secret_key
 PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""
 POLL_S = 0.2
+DELETE_TIMEOUT_S = 60
 GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
 UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
 
@@ -309,8 +310,14 @@ class DeployController:
         self.deleting.add(server_id)
         try:
             self.store.set_server_status(server_id, ServerStatus.DELETING)
+            app = serve_snapshot().app(server_id)
             serve.delete(server_id, _blocking=False)  # Serve's own wait polls once a second
-            while serve_snapshot().app(server_id) is not None:
+            deadline = time.monotonic() + DELETE_TIMEOUT_S
+            while serve_snapshot().app(server_id) is not None or actors_alive(
+                app.replicas if app else []
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
                 time.sleep(POLL_S)
             self.store.mark_server_deleted(server_id)
         finally:

@@ -248,7 +248,7 @@ def test_ctrl_c_cancels_the_job(
     cli: Cli, admin: Client, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     name = created(cli, tmp_path)
-    many_tasks(cli, name, tmp_path)
+    many_tasks(cli, name, tmp_path, count=6000)  # still running when the cancel arrives
     command = [
         str(Path(sys.executable).parent / "preannotate"),
         "run",
