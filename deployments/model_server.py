@@ -55,7 +55,8 @@ class ModelServer:
     ):
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.server_id = server_id
-        self.ingress = PredictIngress(server_id, AccessCache(Store(database_url)))
+        store = Store(database_url, create_schema=False)  # the control plane made the schema
+        self.ingress = PredictIngress(server_id, AccessCache(store))
         hub = Hub(Path(hub_root))
         self.config = validate_config(ProjectConfig.model_validate(project), hub)
         self.pipeline = pipeline_for(self.config, hub)

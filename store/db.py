@@ -118,18 +118,21 @@ class Database:
     session has closed (callers get plain, detached objects).
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, create_schema: bool = True) -> None:
+        """`create_schema=False` for a process that only opens a store the control plane
+        made: it takes no write lock at start (a bulk job may be writing)."""
         self.url = url or database_url()
         self.engine = create_store_engine(self.url)
         writer = self.engine.execution_options(**{_WRITE_OPTION: True})
-        # Under a lock, so two processes starting together do not race on DDL (on
-        # PostgreSQL both would see no tables and the second CREATE TABLE would fail).
-        with writer.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                lock = text("SELECT pg_advisory_xact_lock(:key)")
-                connection.execute(lock, {"key": _SCHEMA_LOCK})
-            Base.metadata.create_all(connection)
-            _add_new_columns(connection)
+        if create_schema:
+            # Under a lock, so two processes starting together do not race on DDL (on
+            # PostgreSQL both would see no tables and the second CREATE TABLE would fail).
+            with writer.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    lock = text("SELECT pg_advisory_xact_lock(:key)")
+                    connection.execute(lock, {"key": _SCHEMA_LOCK})
+                Base.metadata.create_all(connection)
+                _add_new_columns(connection)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
 

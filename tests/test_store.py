@@ -14,7 +14,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from preannotate.store import (
     AddedTasks,
@@ -201,6 +201,22 @@ def test_stores_starting_together_create_the_schema_once(postgres_database: str)
         assert store.create_project("p").id == 1
     finally:
         store.close()
+
+
+def test_a_replica_opens_the_store_without_touching_the_schema(store_url: str) -> None:
+    """A model server's replica opens the store the control plane made, without the DDL
+    (and the write lock it takes) while a bulk job may be writing."""
+    replica = Store(store_url, create_schema=False)
+    assert inspect(replica.engine).get_table_names() == []
+    replica.close()
+    control_plane = Store(store_url)
+    control_plane.create_project("p")
+    control_plane.close()
+    replica = Store(store_url, create_schema=False)
+    try:
+        assert [p.name for p in replica.list_projects()] == ["p"]
+    finally:
+        replica.close()
 
 
 def test_a_database_from_an_older_version_gains_the_new_columns(store_url: str) -> None:
