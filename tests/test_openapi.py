@@ -1,6 +1,7 @@
 """The API does what its OpenAPI document says: schemathesis generates requests for every
 documented operation (valid and invalid ones) from the document the router serves at
-`/openapi.json`, and sends them to the running cluster as an admin.
+`/openapi.json`, and sends them to the running cluster as an admin; the predict operation
+also to a deployed server, whose own route answers it.
 
 A response fails when it is a 5xx, has a status code, content type, header or body the
 document does not declare for that operation, accepts a request the document forbids or
@@ -8,12 +9,16 @@ rejects one it allows, or answers without the API token that the document requir
 Examples and time per operation are bounded so the whole run takes well under two minutes.
 """
 
+from collections.abc import Iterator
+
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from preannotate.deployments import router
 from tests.conftest import RayCluster
+from tests.test_serving import deploy, new_project, wait_ready
 
 MAX_EXAMPLES = 12
 DEADLINE_MS = 20_000
@@ -56,6 +61,37 @@ schema = refusing_semantics(schemathesis.openapi.from_dict(router.api.openapi())
 def test_every_operation_answers_as_documented(
     case: schemathesis.Case, ray_cluster: RayCluster
 ) -> None:
+    case.call_and_validate(
+        base_url=ray_cluster.url,
+        headers={"Authorization": f"Bearer {ray_cluster.admin_token}"},
+        timeout=DEADLINE_MS / 1000,
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed_server(ray_cluster: RayCluster) -> Iterator[str]:
+    """A ready server, so its own predict route (not the router's) answers."""
+    headers = {"Authorization": f"Bearer {ray_cluster.admin_token}"}
+    with httpx.Client(base_url=ray_cluster.url, headers=headers, timeout=120) as client:
+        server = deploy(client, new_project(client)).json()["id"]
+        wait_ready(client, server)
+        yield server
+        client.delete(f"/servers/{server}")
+
+
+@schema.include(path="/servers/{server_id}/predict").parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES * 2,
+    deadline=DEADLINE_MS,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_a_servers_own_predict_route_answers_as_documented(
+    case: schemathesis.Case, ray_cluster: RayCluster, deployed_server: str
+) -> None:
+    """The generated requests, sent to a deployed server: Serve gives them to the server's
+    replica (`server_ingress.py`), which must answer as the router's document says."""
+    case.path_parameters = {"server_id": deployed_server}
     case.call_and_validate(
         base_url=ray_cluster.url,
         headers={"Authorization": f"Bearer {ray_cluster.admin_token}"},
