@@ -34,8 +34,8 @@ it (Python's default is 5 ms, paid several times per request during a bulk job).
 
 
 DRAIN_CHECK_S = 0.5
-"""How often a stopping replica checks that its requests are done (Serve's default, 2 s,
-is also the least a delete on the Clusters page waits)."""
+"""How often a stopping replica checks whether its requests are done. Serve's default,
+2 s, made every delete on the Clusters page wait at least that long."""
 
 
 @serve.deployment(
