@@ -5,6 +5,7 @@ every command prints its `error:` lines the same way and exits with the same sta
 2 for what the user can fix, 1 for an unexpected failure (its traceback goes to a file).
 """
 
+import os
 import tempfile
 import time
 import traceback
@@ -101,6 +102,12 @@ class ReportingGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):  # help, exit codes, usage errors
             raise
+        except BrokenPipeError:
+            # The reader of stdout went away (`preannotate ... | head`): stop without a word,
+            # with status 1 as Rich and Click do, stdout pointed at nothing so the
+            # interpreter's last flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            raise typer.Exit(INTERNAL_ERROR) from None
         except Exception as exc:
             report_unexpected(exc, debug=ctx.meta.get(DEBUG, False))
             raise typer.Exit(INTERNAL_ERROR) from None

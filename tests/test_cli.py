@@ -108,6 +108,15 @@ def test_console_script_exit_codes() -> None:
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
 
 
+def test_a_command_piped_into_head_ends_without_a_word(tmp_path: Path) -> None:
+    """`preannotate up --help | head -30`: `head` leaves while the help is still being
+    written, and the command stops without an `error: unexpected BrokenPipeError` line."""
+    stderr = tmp_path / "stderr"
+    pipeline = f"{PREANNOTATE} up --help 2>{stderr} | head -30"
+    shown = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, check=True)
+    assert len(shown.stdout.splitlines()) == 30 and stderr.read_text() == ""
+
+
 def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
     result = runner.invoke(app, ["down"])
     assert result.exit_code == 2 and "`preannotate up` has not run here" in result.stderr
