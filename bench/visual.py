@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -243,19 +242,13 @@ def scaling(images: list[Path], rounds: int) -> None:
         )
 
 
-def job_seconds(job: dict) -> float:
-    """How long a job ran, from its first batch to its last write (the store's times)."""
-    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
-    return (finished - started).total_seconds()
-
-
 def through_server(
     nlp: spacy.Language, pdfs: list[bytes], pages: int, clients: int, rounds: int
 ) -> None:
     """Upload the PDFs to a visual news project, deploy it, and predict them over HTTP."""
     import ray
 
-    from preannotate.client.api import Client
+    from preannotate.client.api import Client, job_seconds
 
     project = ner_project(VISUAL_NER)
     folder = Path(tempfile.mkdtemp(prefix="preannotate-bench-pdfs-"))

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -72,6 +73,15 @@ def _detail_text(detail: Any) -> str:
             for item in detail
         )
     return str(detail)
+
+
+def job_seconds(job: Json) -> float:
+    """How long a job ran, by the store's times; one that had nothing to do may never have
+    started (0)."""
+    if not (job["started_at"] and job["finished_at"]):
+        return 0.0
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
 
 
 def task_format(path: Path) -> str:

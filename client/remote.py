@@ -31,7 +31,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from preannotate.client import kept_token
-from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json
+from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json, job_seconds
 from preannotate.client.console import USER_ERROR, err, error, out, user_errors
 from preannotate.client.inputs import OutputFormat, checked_input, run_input
 from preannotate.configs.project import load_project_config
@@ -357,14 +357,6 @@ def _rate(job: Json) -> str:
     return f"{job['rate']:.1f}/s" if job["rate"] else ""
 
 
-def _seconds(job: Json) -> float:
-    """How long the job ran; one that had nothing to do may never have started."""
-    if not (job["started_at"] and job["finished_at"]):
-        return 0.0
-    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
-    return (finished - started).total_seconds()
-
-
 def _progress_bar(job_id: int) -> tuple[Progress, Callable[[Json], None]]:
     """A live bar of tasks done (predicted or failed) of all, and the callback to update it."""
     progress = Progress(
@@ -422,14 +414,14 @@ def _report(job: Json) -> None:
     if job["kind"] == "train":
         metrics = job["details"]["metrics"]
         _say(
-            f"job {job['id']} succeeded in {_seconds(job):.1f} s: registered "
+            f"job {job['id']} succeeded in {job_seconds(job):.1f} s: registered "
             f"{job['details']['model']}, held-out F1 {metrics['f1']:.3f} "
             f"({metrics.get('baseline_model', 'untrained')} {metrics['baseline_f1']:.3f})"
         )
         return
     _say(
         f"job {job['id']} succeeded: {job['done']} predicted, {job['failed']} failed "
-        f"in {_seconds(job):.1f} s"
+        f"in {job_seconds(job):.1f} s"
     )
     if job.get("llm_requests"):
         _say(_llm_usage(job))

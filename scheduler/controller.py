@@ -10,6 +10,7 @@ licensed server and each licensed training run the scheduler started holds one.
 """
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import serve
@@ -45,6 +46,16 @@ POLL_S = 0.2
 DELETE_TIMEOUT_S = 60
 GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
 UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
+
+
+def poll_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `condition` came true within `timeout_s`, asked every `POLL_S`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 def deployed_snapshot(config: ValidatedConfig) -> dict[str, Any]:
@@ -199,18 +210,18 @@ class DeployController:
             wait_for_ingress_deployment_creation=False,
             wait_for_applications_running=False,
         )
-        deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def placed() -> bool:
             snapshot = serve_snapshot()
             state, _ = self.state(server.id, snapshot)
             app_state = snapshot.app(server.id)
-            placed = len(app_state.placed) if app_state else 0
-            if (
-                state in (ServerStatus.READY, ServerStatus.FAILED)
-                or placed >= spec.replicas_to_place
-            ):
-                return
-            time.sleep(POLL_S)
+            count = len(app_state.placed) if app_state else 0
+            return state in (ServerStatus.READY, ServerStatus.FAILED) or (
+                count >= spec.replicas_to_place
+            )
+
+        if poll_until(placed, PLACEMENT_TIMEOUT_S):
+            return
         self.delete(server.id)
         raise DeployRefused(
             f"Cannot deploy: Ray could not place the replicas of {server.id} within "
@@ -311,14 +322,14 @@ class DeployController:
         try:
             self.store.set_server_status(server_id, ServerStatus.DELETING)
             app = serve_snapshot().app(server_id)
+            replicas = app.replicas if app else []
             serve.delete(server_id, _blocking=False)  # Serve's own wait polls once a second
-            deadline = time.monotonic() + DELETE_TIMEOUT_S
-            while serve_snapshot().app(server_id) is not None or actors_alive(
-                app.replicas if app else []
-            ):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
-                time.sleep(POLL_S)
+
+            def gone() -> bool:
+                return serve_snapshot().app(server_id) is None and not actors_alive(replicas)
+
+            if not poll_until(gone, DELETE_TIMEOUT_S):
+                raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)

@@ -111,6 +111,18 @@ def _add_new_columns(connection: Connection) -> None:
                 )
 
 
+def _create_schema(writer: Engine) -> None:
+    """Missing tables and columns, under a lock, so two processes starting together do not
+    race on DDL (on PostgreSQL both would see no tables and the second CREATE TABLE would
+    fail)."""
+    with writer.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            lock = text("SELECT pg_advisory_xact_lock(:key)")
+            connection.execute(lock, {"key": _SCHEMA_LOCK})
+        Base.metadata.create_all(connection)
+        _add_new_columns(connection)
+
+
 class Database:
     """Owns the engine and hands out read and write sessions to the operation mixins.
 
@@ -125,14 +137,7 @@ class Database:
         self.engine = create_store_engine(self.url)
         writer = self.engine.execution_options(**{_WRITE_OPTION: True})
         if create_schema:
-            # Under a lock, so two processes starting together do not race on DDL (on
-            # PostgreSQL both would see no tables and the second CREATE TABLE would fail).
-            with writer.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    lock = text("SELECT pg_advisory_xact_lock(:key)")
-                    connection.execute(lock, {"key": _SCHEMA_LOCK})
-                Base.metadata.create_all(connection)
-                _add_new_columns(connection)
+            _create_schema(writer)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
 
