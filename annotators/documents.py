@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -63,10 +63,10 @@ class DocumentLimits:
 DEFAULT_LIMITS = DocumentLimits()
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
+class Word(NamedTuple):
     """One word and its box in page units (see `Page`); `line` numbers the page's lines in
-    reading order; `confidence` (0..1) is OCR's, None for a text layer."""
+    reading order; `confidence` (0..1) is OCR's, None for a text layer. A named tuple, as
+    a page makes hundreds and a frozen dataclass takes four times as long to build."""
 
     text: str
     x0: float

@@ -9,10 +9,10 @@ share `chunk.id`, which lets completions map back to whole chunks for training.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from preannotate.annotators.documents import Page
+from preannotate.annotators.documents import Page, Word
 from preannotate.annotators.page_text import PageText
 from preannotate.annotators.results import item_id
 from preannotate.annotators.spans import Span
@@ -28,18 +28,17 @@ def span_regions(
     transcription: str | None = None,
 ) -> list[dict[str, Any]]:
     """The result items of one chunk: a region per line (and its transcription item)."""
-    lines: dict[int, list[int]] = defaultdict(list)
+    lines: dict[int, list[int]] = {}
     for index in text.words_in(span.start, span.end):
-        lines[page.words[index].line].append(index)
+        lines.setdefault(page.words[index].line, []).append(index)
     chunk_id = item_id(from_name, item_index, span.start, span.end, span.label)
     chunk = {"id": chunk_id, "text": text.text[span.start : span.end]}
+    provenance = span.source.as_json()
     items = []
     for line, indexes in sorted(lines.items()):
-        words = [page.words[i] for i in indexes]
         first, last = text.offsets[indexes[0]], text.offsets[indexes[-1]]
         line_text = text.text[max(span.start, first[0]) : min(span.end, last[1])]
-        x0, y0 = min(w.x0 for w in words), min(w.y0 for w in words)
-        x1, y1 = max(w.x1 for w in words), max(w.y1 for w in words)
+        x0, y0, x1, y1 = _union(page.words[i] for i in indexes)
         box = {
             "x": round(100 * x0 / page.width, 4),
             "y": round(100 * y0 / page.height, 4),
@@ -66,7 +65,7 @@ def span_regions(
                 "meta": {"text": [line_text]},
                 "score": span.confidence,
                 "chunk": chunk,
-                "provenance": span.source.as_json(),
+                "provenance": provenance,
             }
         )
         if transcription is not None:
@@ -79,6 +78,16 @@ def span_regions(
                 }
             )
     return items
+
+
+def _union(words: Iterable[Word]) -> tuple[float, float, float, float]:
+    """The smallest box around the words, in one pass."""
+    x0 = y0 = float("inf")
+    x1 = y1 = float("-inf")
+    for word in words:
+        x0, y0 = min(x0, word.x0), min(y0, word.y0)
+        x1, y1 = max(x1, word.x1), max(y1, word.y1)
+    return x0, y0, x1, y1
 
 
 def region_spans(

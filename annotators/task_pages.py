@@ -7,7 +7,9 @@ whose position is the page's `item_index`. References resolve through
 `configs/files.py`, so nothing else on disk or on the network is ever opened.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,22 @@ class DocumentPage:
     item_index: int | None
 
 
+def _count_pages(path: Path, limits: DocumentLimits) -> int:
+    return inspect_document(path, path.name, limits).pages
+
+
 def page_refs(
-    image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
+    image: ObjectTag,
+    data: dict[str, Any],
+    root: Path | None,
+    limits: DocumentLimits,
+    count_pages: Callable[[Path], int] | None = None,
 ) -> list[PageRef]:
-    """The task's pages, in order, with no OCR: the files are only checked and counted.
-    Raises `ValueError` (a `DocumentError` or a refused reference) with the reason."""
+    """The task's pages, in order. Each file's pages are counted once, by `count_pages`
+    (by default with no OCR: the file is only checked and counted). Raises `ValueError`
+    (a `DocumentError` or a refused reference) with the reason."""
+    if count_pages is None:
+        count_pages = partial(_count_pages, limits=limits)
     value = data.get(image.value)
     refs = value if image.value_list else [value]
     if not isinstance(refs, list) or not refs:
@@ -56,7 +69,7 @@ def page_refs(
     for position, ref in enumerate(refs):
         found = resolve(ref, root)
         if found.path not in counts:
-            counts[found.path] = inspect_document(found.path, found.path.name, limits).pages
+            counts[found.path] = count_pages(found.path)
         count = counts[found.path]
         if found.page is not None and found.page >= count:
             raise ValueError(f"'{ref}' names page {found.page + 1}; the document has {count}")
@@ -72,14 +85,15 @@ def page_refs(
 def document_pages(
     image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
 ) -> list[DocumentPage]:
-    """The task's pages with their words (each file read once)."""
+    """The task's pages with their words (each file opened and read once)."""
     read: dict[Path, list[Page]] = {}
-    out = []
-    for ref in page_refs(image, data, root, limits):
-        if ref.path not in read:
-            read[ref.path] = read_document(ref.path, ref.path.name, limits)
-        out.append(DocumentPage(ref.path, read[ref.path][ref.index], ref.item_index))
-    return out
+
+    def read_pages(path: Path) -> int:
+        read[path] = read_document(path, path.name, limits)
+        return len(read[path])
+
+    refs = page_refs(image, data, root, limits, read_pages)
+    return [DocumentPage(ref.path, read[ref.path][ref.index], ref.item_index) for ref in refs]
 
 
 def rendered_pages(
