@@ -1,11 +1,14 @@
 """Pre-annotation of PDFs and images with the same models, rules and prompts as text.
 
 Each task's document is read into pages of words with boxes (`documents.py`: the PDF text
-layer, else Tesseract OCR); each page's text goes through the text `Pipeline` as one
+layer, else Tesseract OCR). Each page's text goes through the text `Pipeline` as one
 document, built from the configuration seen as text (the `<Image>` read as its page text,
-its `<RectangleLabels>` as `<Labels>`); every entity chunk found becomes one box per line
-it spans (`regions.py`). A document that cannot be read (hostile, over a limit, an OCR
-timeout, a reference the server may not open) fails its own task with the reason.
+its `<RectangleLabels>` as `<Labels>`): every entity chunk found becomes one box per line
+it spans (`regions.py`), and a relation between two chunks joins their first boxes. The
+document's classes (`<Choices>` on the `<Image>` with a model or prompt) come from a
+second text pipeline over the whole document's text, its pages one after another. A
+document that cannot be read (hostile, over a limit, an OCR timeout, a reference the
+server may not open) fails its own task with the reason.
 """
 
 from collections.abc import Mapping, Sequence
@@ -20,27 +23,41 @@ from preannotate.annotators.llm import ProviderAccess
 from preannotate.annotators.page_text import PageText, page_text
 from preannotate.annotators.pipeline import Pipeline, task_data
 from preannotate.annotators.regions import span_regions
-from preannotate.annotators.results import TaskPrediction
+from preannotate.annotators.results import TaskPrediction, relation_item
 from preannotate.annotators.spans import Source, Span
 from preannotate.annotators.task_pages import DocumentPage, document_pages
-from preannotate.configs.labeling import LabelingConfig
+from preannotate.configs.labeling import LabelingConfig, ObjectTag
+from preannotate.configs.prompts import zero_shot_model
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig
 
 PAGE_FIELD = "page_text"
 """The task field the text pipeline reads a page's text from."""
+DOCUMENT_FIELD = "document_text"
+"""The task field the classes' pipeline reads a whole document's text from."""
+PAGE_BREAK = "\n\n"
+"""Between two pages in a document's text."""
+
+
+def visual_image(labeling: LabelingConfig) -> ObjectTag | None:
+    """The `<Image>` the configuration pre-annotates (with boxes, or with classes from a
+    model or prompt), if any; validation makes sure there is at most one and that the
+    configuration then pre-annotates no text."""
+    images = {o.name: o for o in labeling.objects if o.kind == "image"}
+    targets = [c.to_name for c in labeling.labels if c.kind == "rectanglelabels"]
+    targets += [c.to_name for c in labeling.choices if c.model or c.prompt]
+    return next((images[t] for t in targets if t in images), None)
 
 
 def is_visual(labeling: LabelingConfig) -> bool:
-    """Whether the configuration pre-annotates boxes on an image (validation makes sure it
-    then pre-annotates nothing else)."""
-    return any(c.kind == "rectanglelabels" for c in labeling.labels)
+    """Whether the configuration pre-annotates an image rather than text."""
+    return visual_image(labeling) is not None
 
 
-def text_view(labeling: LabelingConfig) -> LabelingConfig:
-    """The configuration as the text pipeline sees one page."""
+def text_view(labeling: LabelingConfig, field: str) -> LabelingConfig:
+    """The configuration as a text pipeline sees the image: a text read from `field`."""
     objects = [
-        o.model_copy(update={"kind": "text", "value": PAGE_FIELD, "value_list": False})
+        o.model_copy(update={"kind": "text", "value": field, "value_list": False})
         if o.kind == "image"
         else o
         for o in labeling.objects
@@ -49,14 +66,27 @@ def text_view(labeling: LabelingConfig) -> LabelingConfig:
     return labeling.model_copy(update={"objects": objects, "labels": labels})
 
 
+def narrowed(config: ValidatedConfig, labeling: LabelingConfig) -> ValidatedConfig:
+    """The configuration with only what `labeling` names: its prompts, and the models it
+    and those prompts run on, so each of the two text pipelines loads only its own."""
+    prompts = {n: p for n, p in config.prompts.items() if n in labeling.prompts()}
+    used = set(labeling.models()) | {zero_shot_model(p) for p in prompts.values()}
+    models = {n: m for n, m in config.models.items() if n in used}
+    return replace(config, labeling=labeling, prompts=prompts, models=models)
+
+
+def _source(provenance: dict[str, Any]) -> Source:
+    return Source(provenance["type"], provenance["name"], provenance["version"])
+
+
 def _span(item: dict[str, Any]) -> Span:
     """The chunk a text pipeline item stands for."""
-    value, source = item["value"], item["provenance"]
+    value = item["value"]
     return Span(
         value["start"],
         value["end"],
         value["labels"][0],
-        Source(source["type"], source["name"], source["version"]),
+        _source(item["provenance"]),
         value.get("confidence"),
     )
 
@@ -76,16 +106,28 @@ class VisualPipeline:
     ):
         self.config, self.root = config, root
         self.limits = limits or project_limits(config)
-        self.text = Pipeline(replace(config, labeling=text_view(config.labeling)), hub)
-        boxed = next(c for c in config.labeling.labels if c.kind == "rectanglelabels")
-        image = config.labeling.object_named(boxed.to_name)
-        assert image is not None  # validation checked that the control points at it
+        labeling = config.labeling
+        image = visual_image(labeling)
+        assert image is not None  # pipeline_for chose this pipeline because there is one
         self.image = image
+        pages = text_view(labeling, PAGE_FIELD).model_copy(update={"choices": []})
+        self.text = Pipeline(narrowed(config, pages), hub)
+        classes = text_view(labeling, DOCUMENT_FIELD).model_copy(
+            update={"labels": [], "relations": []}
+        )
+        self.classes = (
+            Pipeline(narrowed(config, classes), hub)
+            if any(c.model or c.prompt for c in classes.choices)
+            else None
+        )
         self.layout = [r for r in self.text.runtimes.values() if isinstance(r, LayoutRuntime)]
 
     def connect_providers(self, providers: Mapping[str, ProviderAccess]) -> None:
-        """External prompts run in the text pipeline, page by page."""
+        """External prompts run in the text pipelines, page by page and document by
+        document."""
         self.text.connect_providers(providers)
+        if self.classes is not None:
+            self.classes.connect_providers(providers)
 
     def _pages(self, task: Any) -> list[tuple[DocumentPage, PageText]]:
         pages = document_pages(self.image, task_data(task), self.root, self.limits)
@@ -95,9 +137,34 @@ class VisualPipeline:
         image = partial(page_image, page.path, page.page.index, page.path.name, self.limits)
         return VisualPage(page.page, text, page.item_index, image)
 
+    def _page_result(
+        self, page: DocumentPage, text: PageText, result: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A page's chunks as boxes, and its relations between their first boxes."""
+        regions, first_box = [], {}
+        for item in result:
+            if item["type"] == "labels":
+                boxes = span_regions(
+                    _span(item),
+                    page.page,
+                    text,
+                    item["from_name"],
+                    item["to_name"],
+                    page.item_index,
+                )
+                if boxes:
+                    first_box[item["id"]] = boxes[0]["id"]
+                regions += boxes
+        for item in result:
+            ends = (first_box.get(item.get("from_id")), first_box.get(item.get("to_id")))
+            if item["type"] == "relation" and None not in ends:
+                source = _source(item["provenance"])
+                regions.append(relation_item(*ends, item["labels"][0], source))
+        return regions
+
     def annotate(self, tasks: Sequence[Any]) -> list[TaskPrediction]:
-        """One prediction per task, in order: the regions of every page of its document,
-        or the reason it failed."""
+        """One prediction per task, in order: the regions of every page of its document
+        and the document's classes, or the reason it failed."""
         documents: list[list[tuple[DocumentPage, PageText]] | str] = []
         for task in tasks:
             try:
@@ -106,10 +173,21 @@ class VisualPipeline:
                 documents.append(str(exc))
             except Exception as exc:  # a hostile file may break the reader in other ways
                 documents.append(f"the document could not be read: {type(exc).__name__}: {exc}")
-        pages = [page for doc in documents if not isinstance(doc, str) for page in doc]
+        read = [doc for doc in documents if not isinstance(doc, str)]
+        pages = [page for doc in read for page in doc]
         for runtime in self.layout:
             runtime.pages = {text.text: self._visual_page(p, text) for p, text in pages}
         found = iter(self.text.annotate([{"data": {PAGE_FIELD: t.text}} for _, t in pages]))
+        classes = iter(
+            self.classes.annotate(
+                [
+                    {"data": {DOCUMENT_FIELD: PAGE_BREAK.join(t.text for _, t in doc)}}
+                    for doc in read
+                ]
+            )
+            if self.classes
+            else []
+        )
         predictions = []
         for task, doc in zip(tasks, documents, strict=True):
             task_id = task.get("id") if isinstance(task, dict) else None
@@ -121,16 +199,12 @@ class VisualPipeline:
                 prediction = next(found)
                 if prediction.error is not None:
                     errors.append(f"page {page.page.index + 1}: {prediction.error}")
-                for item in prediction.result:
-                    if item["type"] == "labels":
-                        result += span_regions(
-                            _span(item),
-                            page.page,
-                            text,
-                            item["from_name"],
-                            item["to_name"],
-                            page.item_index,
-                        )
+                result += self._page_result(page, text, prediction.result)
+            if self.classes is not None:
+                prediction = next(classes)
+                if prediction.error is not None:
+                    errors.append(f"the document's classes: {prediction.error}")
+                result += prediction.result
             error = "; ".join(errors) or None
             predictions.append(TaskPrediction(task_id, self.config.hash, result, error))
         return predictions
@@ -139,7 +213,7 @@ class VisualPipeline:
 def pipeline_for(
     config: ValidatedConfig, hub: Hub | None = None, root: Path | None = None
 ) -> Pipeline | VisualPipeline:
-    """The pipeline a configuration needs: visual when it draws boxes on an image."""
+    """The pipeline a configuration needs: visual when it pre-annotates an image."""
     if is_visual(config.labeling):
         return VisualPipeline(config, hub, root)
     return Pipeline(config, hub)

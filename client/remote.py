@@ -129,8 +129,9 @@ def connected(url: str | None, token: str | None) -> Iterator[Client]:
 
 
 def _say(text: str, console: Console = out) -> None:
-    """Print a line as it is: names and messages from the API are not rich markup."""
-    console.print(text, markup=False, highlight=False)
+    """Print a line as it is: names and messages from the API are not rich markup, and
+    a long line is not broken, so a path or an id in it stays whole for whoever reads it."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _when(timestamp: str | None) -> str:
@@ -209,8 +210,9 @@ def files_import(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Upload documents to a project, one task each; a file the server refuses stops the
-    import there (the files before it stay imported)."""
+    """Upload documents to a project, one task each; a file the project already has is
+    not made a second task, and a file the server refuses stops the import there (the
+    files before it stay imported)."""
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         error(f"no such file: {', '.join(missing)}")
@@ -224,12 +226,17 @@ def files_import(
             for file in files:
                 uploaded += client.upload_files(project_id, [file])["files"]
                 progress.advance(bar)
-    pages = sum(f["pages"] for f in uploaded)
-    first, last = uploaded[0]["task_id"], uploaded[-1]["task_id"]
-    _say(
-        f"imported {len(uploaded)} files ({pages} pages) into project {project_id} "
-        f"as tasks {first}..{last}"
-    )
+    new = [f for f in uploaded if not f["duplicate"]]
+    if new:
+        pages = sum(f["pages"] for f in new)
+        first, last = new[0]["task_id"], new[-1]["task_id"]
+        _say(
+            f"imported {len(new)} files ({pages} pages) into project {project_id} "
+            f"as tasks {first}..{last}"
+        )
+    for path, file in zip(files, uploaded, strict=True):
+        if file["duplicate"]:
+            _say(f"{path} was already uploaded: task {file['task_id']} of project {project_id}")
 
 
 @users_app.command("create")

@@ -74,15 +74,9 @@ class LabelingConfig(BaseModel):
         return next((o for o in self.objects if o.name == name), None)
 
     def entity_labels(self) -> set[str]:
-        """The labels a text `<Labels>` offers for entity chunks (not assertion statuses):
-        what relations may join."""
-        return {
-            lab.value
-            for c in self.labels
-            if c.kind == "labels"
-            for lab in c.labels
-            if not lab.assertion
-        }
+        """The labels a `<Labels>` or `<RectangleLabels>` offers for entity chunks (not
+        assertion statuses): what relations may join."""
+        return {lab.value for c in self.labels for lab in c.labels if not lab.assertion}
 
     def models(self) -> list[str]:
         """Every model named anywhere in the config, in order of first appearance."""

@@ -101,9 +101,6 @@ class _Checker:
                 self.problems.append(
                     f"{where} names both a model and a prompt; one of them gives its choices"
                 )
-            target = labeling.object_named(control.to_name)
-            if target is not None and target.kind == "image":
-                self.problems.append(f"{where} names a prompt on an <Image>; prompts read text")
             if isinstance(prompt, ClassificationPrompt | ExternalPrompt) and (
                 isinstance(prompt, ClassificationPrompt) or prompt.output == "classification"
             ):

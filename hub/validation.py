@@ -127,8 +127,9 @@ def _check_controls(labeling: LabelingConfig) -> list[str]:
 
 
 def _check_images(labeling: LabelingConfig) -> list[str]:
-    """Boxes are pre-annotated on one `<Image>` through `<RectangleLabels>`; a
-    configuration does either documents or plain text, so each task is read one way."""
+    """Boxes (`<RectangleLabels>`) and document classes (`<Choices>` with a model or a
+    prompt) are pre-annotated on one `<Image>`; a configuration does either documents or
+    plain text, so each task is read one way."""
     problems = []
     kinds = {o.name: o.kind for o in labeling.objects}
     for control in labeling.labels:
@@ -139,19 +140,18 @@ def _check_images(labeling: LabelingConfig) -> list[str]:
                 f'<{tag} name="{control.name}"> points at a {kinds[control.to_name]} object; '
                 "use <RectangleLabels> on an <Image> and <Labels> on <Text>"
             )
-    for control in labeling.choices:
-        if control.model and kinds.get(control.to_name) == "image":
-            problems.append(
-                f'<Choices name="{control.name}"> names a model on an <Image>; only '
-                "<RectangleLabels> are pre-annotated on images"
-            )
-    boxed = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
-    if len(boxed) > 1:
+    predicted = [c for c in labeling.choices if c.model or c.prompt]
+    images = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
+    images |= {c.to_name for c in predicted if kinds.get(c.to_name) == "image"}
+    if len(images) > 1:
         problems.append(
-            f"<RectangleLabels> point at {len(boxed)} images ({', '.join(sorted(boxed))}); "
-            "a configuration pre-annotates one <Image>"
+            f"boxes or classes are pre-annotated on {len(images)} images "
+            f"({', '.join(sorted(images))}); a configuration pre-annotates one <Image>"
         )
-    if boxed and any(c.kind == "labels" for c in labeling.labels):
+    on_text = any(c.kind == "labels" for c in labeling.labels) or any(
+        kinds.get(c.to_name) != "image" for c in predicted
+    )
+    if images and on_text:
         problems.append("a configuration pre-annotates either an <Image> or text, not both")
     return problems
 
@@ -238,19 +238,21 @@ def _check_models(
 
 
 def _check_relations(labeling: LabelingConfig, project: ProjectConfig) -> list[str]:
-    """Relations join entity chunks: a relation rule must join labels a text `<Labels>`
-    offers and give a relation a `<Relation>` offers."""
+    """Relations join entity chunks: a relation rule must join labels a `<Labels>` or
+    `<RectangleLabels>` offers and give a relation a `<Relation>` offers."""
     problems = []
     entity_labels = labeling.entity_labels()
     offered = {r.value for c in labeling.relations for r in c.relations}
     if labeling.relations and not entity_labels:
-        problems.append("<Relations> needs a <Labels> control on text whose chunks it joins")
+        problems.append(
+            "<Relations> needs a <Labels> or <RectangleLabels> control whose chunks it joins"
+        )
     for rule in project.relation_rules:
         missing = [x for x in (rule.from_label, rule.to_label) if x not in entity_labels]
         if missing:
             problems.append(
                 f"{rule.describe()} joins {', '.join(repr(m) for m in missing)}, which no "
-                "<Labels> in the labeling config offers"
+                "<Labels> or <RectangleLabels> in the labeling config offers"
             )
         if rule.relation not in offered:
             problems.append(

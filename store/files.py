@@ -2,10 +2,13 @@
 
 A file is written once under `<files dir>/<sha[:2]>/<sha>` (to a temporary name, then
 renamed, so a reader never sees half a file, and the same bytes uploaded twice are kept
-once); each upload becomes one task whose data names the file by hash.
+once); each upload becomes one task whose data names the file by hash. Bytes the project
+already has as a task with the same data become no second task: annotating one document
+twice is work nobody asked for, so the upload answers with the task that exists.
 """
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -52,19 +55,46 @@ def file_task_data(field: str, pages_listed: bool, sha256: str, pages: int) -> d
     return {field: uploaded(sha256)}
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One file of an upload and its row; `duplicate` when the project already had it as
+    a task with the same data, which is the task this row names."""
+
+    file: StoredFile
+    duplicate: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.file.as_dict() | {"duplicate": self.duplicate}
+
+
 class FileOps(Database):
     def add_files(
         self, project_id: int, field: str, pages_listed: bool, files: Sequence[NewFile]
-    ) -> list[StoredFile]:
-        """Keep the files and make each one a task, all in one transaction."""
+    ) -> list[Upload]:
+        """Keep the files and make each one a task unless the project has it already, all
+        in one transaction."""
         with self._write() as session:
             get_or_raise(session, Project, project_id)
-            stored = []
+            shas = {file.sha256 for file in files}
+            known = session.execute(
+                select(StoredFile, Task.data)
+                .join(Task, StoredFile.task_id == Task.id)
+                .where(StoredFile.project_id == project_id, StoredFile.sha256.in_(shas))
+                .order_by(StoredFile.id)
+            )
+            same: dict[tuple[str, str], StoredFile] = {}
+            for row, data in known:
+                same.setdefault((row.sha256, json.dumps(data, sort_keys=True)), row)
+            uploads = []
             for file in files:
                 sha = file.sha256
+                data = file_task_data(field, pages_listed, sha, file.pages)
+                key = (sha, json.dumps(data, sort_keys=True))
+                if key in same:
+                    uploads.append(Upload(same[key], duplicate=True))
+                    continue
                 keep_blob(sha, file.content)
                 now = utcnow()
-                data = file_task_data(field, pages_listed, sha, file.pages)
                 task_id = session.scalar(
                     insert(Task)
                     .values(project_id=project_id, data=data, created_at=now)
@@ -81,9 +111,10 @@ class FileOps(Database):
                     created_at=now,
                 )
                 session.add(row)
-                stored.append(row)
+                same[key] = row
+                uploads.append(Upload(row, duplicate=False))
             session.flush()
-            return stored
+            return uploads
 
     def project_files(self, project_id: int) -> list[StoredFile]:
         """The project's uploads, oldest first."""

@@ -100,47 +100,46 @@ def test_bad_tasks_fail_alone(ner_pipeline: Pipeline) -> None:
     assert results[4].result
 
 
-def train_textcat(folder: Path) -> None:
+TOPICS = [
+    ("the team won the match", "sports"),
+    ("the striker scored a goal", "sports"),
+    ("shares fell on the stock market", "finance"),
+    ("the bank raised interest rates", "finance"),
+]
+
+
+def add_classifier(hub: Hub, folder: Path, examples: list[tuple[str, str]]) -> None:
+    """Train a small spaCy text classifier on `(text, class)` examples and add it to the
+    hub as `folder.name`, a classification model of those classes."""
+    classes = sorted({c for _, c in examples})
     nlp = spacy.blank("en")
     textcat = nlp.add_pipe("textcat")
-    for label in ("sports", "finance"):
+    for label in classes:
         textcat.add_label(label)
     data = [
-        ("the team won the match", "sports"),
-        ("the striker scored a goal", "sports"),
-        ("shares fell on the stock market", "finance"),
-        ("the bank raised interest rates", "finance"),
+        Example.from_dict(nlp.make_doc(t), {"cats": {c: c == cls for c in classes}})
+        for t, cls in examples
     ]
-    examples = [
-        Example.from_dict(
-            nlp.make_doc(t), {"cats": {"sports": c == "sports", "finance": c == "finance"}}
-        )
-        for t, c in data
-    ]
-    optimizer = nlp.initialize(lambda: examples)
+    optimizer = nlp.initialize(lambda: data)
     for _ in range(30):
-        nlp.update(examples, sgd=optimizer)
+        nlp.update(data, sgd=optimizer)
     folder.mkdir(parents=True)
     nlp.to_disk(folder / "model")
+    manifest = {
+        "name": folder.name,
+        "version": "1",
+        "kind": "classification",
+        "labels": classes,
+        "embeddings": "blank_en",
+        "runtime": "spacy",
+        "path": "model",
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    hub.add(folder)
 
 
 def test_choices_come_from_a_classifier(hub: Hub, tmp_path: Path) -> None:
-    folder = tmp_path / "topic_clf"
-    train_textcat(folder)
-    (folder / "manifest.json").write_text(
-        json.dumps(
-            {
-                "name": "topic_clf",
-                "version": "1",
-                "kind": "classification",
-                "labels": ["sports", "finance"],
-                "embeddings": "blank_en",
-                "runtime": "spacy",
-                "path": "model",
-            }
-        )
-    )
-    hub.add(folder)
+    add_classifier(hub, tmp_path / "topic_clf", TOPICS)
     xml = (
         '<View><Text name="text" value="$text"/><Choices name="topic" toName="text" '
         'model="topic_clf"><Choice value="sports"/><Choice value="finance"/></Choices></View>'

@@ -170,8 +170,8 @@ RELATION_XML = labels_xml(
         (
             [{"from_label": "DRUG", "to_label": "PROBLEM", "relation": "dosage_of"}],
             RELATION_XML,
-            "relation rule DRUG -> PROBLEM 'dosage_of' joins 'PROBLEM', which no <Labels> in the "
-            "labeling config offers",
+            "relation rule DRUG -> PROBLEM 'dosage_of' joins 'PROBLEM', which no <Labels> or "
+            "<RectangleLabels> in the labeling config offers",
         ),
         (
             [{"from_label": "DRUG", "to_label": "DOSAGE", "relation": "treats"}],
@@ -193,7 +193,7 @@ RELATION_XML = labels_xml(
             [],
             '<View><Text name="text" value="$text"/><Relations>'
             f'<Relation value="dosage_of" model="{RULES}"/></Relations></View>',
-            "<Relations> needs a <Labels> control on text whose chunks it joins",
+            "<Relations> needs a <Labels> or <RectangleLabels> control whose chunks it joins",
         ),
     ],
 )

@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from preannotate.client.cli import app
 from preannotate.configs.files import FileReferenceError, resolve
+from preannotate.hub.catalog import Hub
 from tests.conftest import RayCluster
 from tests.test_documents import hostile, invoice, iou, region_box, true_boxes
 from tests.test_jobs import wait_job
+from tests.test_pipeline import add_classifier
 
 CONFIG = """<View>
   <Image name="image" value="$image"/>
@@ -163,6 +165,24 @@ def test_hostile_uploads_are_refused_and_bad_references_fail_alone(
     assert still["state"] == "succeeded" and still["failed"] == 0
 
 
+def test_the_same_bytes_uploaded_again_answer_with_the_task_they_are(api: httpx.Client) -> None:
+    project, other = create_project(api), create_project(api)
+    pdf = invoice().tobytes()
+    first = upload(api, project, ("a.pdf", pdf), ("copy.pdf", pdf)).json()["files"]
+    [again] = upload(api, project, ("b.pdf", pdf)).json()["files"]
+    [elsewhere] = upload(api, other, ("a.pdf", pdf)).json()["files"]
+
+    assert [f["duplicate"] for f in first] == [False, True]
+    assert first[1] == first[0] | {"duplicate": True}
+    assert again == first[1]  # the task, under the name it was first uploaded as
+    assert [t["id"] for t in api.get(f"/projects/{project}/tasks").json()["tasks"]] == [
+        first[0]["task_id"]
+    ]
+    assert not elsewhere["duplicate"] and elsewhere["task_id"] != first[0]["task_id"]
+    listed = api.get(f"/projects/{project}/files").json()["files"]
+    assert [f["id"] for f in listed] == [first[0]["id"]]
+
+
 def test_files_import_and_offline_render_from_the_cli(
     ray_cluster: RayCluster, annotated: dict, tmp_path: Path
 ) -> None:
@@ -173,6 +193,11 @@ def test_files_import_and_offline_render_from_the_cli(
     imported = runner.invoke(app, ["files", "import", project, str(pdf), *login])
     assert imported.exit_code == 0, imported.output
     assert f"imported 1 files (2 pages) into project {project}" in imported.stdout
+    task = int(imported.stdout.rsplit("as tasks ", 1)[1].split("..")[0])
+    again = runner.invoke(app, ["files", "import", project, str(pdf), *login])
+    assert again.exit_code == 0, again.output
+    assert f"{pdf} was already uploaded: task {task} of project {project}" in again.stdout
+    assert "imported" not in again.stdout
     missing = runner.invoke(app, ["files", "import", project, str(tmp_path / "no.pdf"), *login])
     assert missing.exit_code == 2 and "error: no such file" in missing.output
 
@@ -277,6 +302,7 @@ def test_validation_of_visual_configurations(make_model) -> None:
     from preannotate.hub.validation import validate_config
 
     make_model("layout", kind="visual_ner", labels=["VENDOR"], embeddings="none")
+    make_model("kind", kind="classification", labels=["a"], embeddings="none")
     pages = CONFIG.replace('value="$image"', 'valueList="$pages"')
     vendor = '<Label value="VENDOR" model="layout"/>'
     accepted = pages.replace('<Label value="CITY"/>', f'<Label value="CITY"/>{vendor}')
@@ -295,6 +321,11 @@ def test_validation_of_visual_configurations(make_model) -> None:
         '<RectangleLabels name="r" toName="text"><Label value="X"/></RectangleLabels>': (
             "points at a text object"
         ),
+        '<Choices name="c" toName="text" model="kind"><Choice value="a"/></Choices>': (
+            "a configuration pre-annotates either an <Image> or text, not both"
+        ),
+        '<Image name="back" value="$back"/><Choices name="c" toName="back" model="kind">'
+        '<Choice value="a"/></Choices>': "pre-annotated on 2 images (back, image)",
     }
     for control, problem in refused.items():
         xml = CONFIG.replace("</View>", f"{text}{control}</View>")
@@ -323,6 +354,61 @@ def test_a_projects_document_options_set_dpi_and_ocr_languages(tmp_path: Path) -
     assert [r["meta"]["text"] for r in scan["result"] if "COMPANY" in r["value"]["rectanglelabels"]]
     pdf, scan = annotate({"languages": "zzz"})
     assert pdf["result"] and "zzz" in scan["error"]  # the text layer needs no OCR
+
+
+def test_a_document_gets_its_class_and_relations_join_its_boxes(hub: Hub, tmp_path: Path) -> None:
+    """`<Choices>` on the `<Image>` classify the whole document's text (both pages), and a
+    relation between two chunks joins the first boxes of each, on their page."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline
+    from preannotate.configs.project import parse_project_config
+    from preannotate.hub.validation import validate_config
+
+    add_classifier(
+        hub,
+        tmp_path / "doc_kind",
+        [
+            ("Invoice from a company, billed to a customer", "invoice"),
+            ("Ship the parts to the office before Friday", "invoice"),
+            ("The striker scored a goal and the team won", "match report"),
+            ("The referee ended the match after a late goal", "match report"),
+        ],
+    )
+    report = pymupdf.open()
+    report.new_page().insert_text((72, 100), "The striker scored a late goal", fontsize=16)
+    (tmp_path / "invoice.pdf").write_bytes(invoice().tobytes())
+    (tmp_path / "report.pdf").write_bytes(report.tobytes())
+    xml = CONFIG.replace(
+        "</View>",
+        '<Choices name="kind" toName="image" model="doc_kind"><Choice value="invoice"/>'
+        '<Choice value="match report"/></Choices><Relations>'
+        '<Relation value="lives_in" model="relation_rules_en"/></Relations></View>',
+    )
+    project = {
+        "name": "v",
+        "labeling_config": xml,
+        "rules": RULES,
+        "relation_rules": [{"from_label": "PERSON", "to_label": "CITY", "relation": "lives_in"}],
+        "allow_mixed_embeddings": True,
+    }
+    pipeline = VisualPipeline(validate_config(parse_project_config(project)), root=tmp_path)
+    tasks = [{"data": {"image": f"local://{name}.pdf"}} for name in ("invoice", "report")]
+    invoiced, reported = [p.as_json() for p in pipeline.annotate(tasks)]
+
+    classes = [[r for r in p["result"] if r["type"] == "choices"] for p in (invoiced, reported)]
+    assert [[c["value"]["choices"] for c in found] for found in classes] == [
+        [["invoice"]],
+        [["match report"]],
+    ]
+    assert classes[0][0]["to_name"] == "image" and "item_index" not in classes[0][0]
+    by_id = {r["id"]: r for r in invoiced["result"]}
+    [relation] = [r for r in invoiced["result"] if r["type"] == "relation"]
+    person, city = by_id[relation["from_id"]], by_id[relation["to_id"]]
+    assert (relation["labels"], person["meta"]["text"], city["meta"]["text"]) == (
+        ["lives_in"],
+        ["John Smith"],
+        ["New"],  # the first of the city's two boxes
+    )
+    assert person["item_index"] == city["item_index"] == 0
 
 
 KEY_VALUE_PLUGIN = """

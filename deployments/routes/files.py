@@ -4,7 +4,8 @@ drawn as a PNG.
 An upload is checked whole before anything is kept (size, what the bytes really are,
 encryption, corruption, page count, pixels per page: `annotators/documents.py`), so a bad
 file is a 400 naming it and the project is left as it was. Each file becomes one task
-whose data names it by hash under the project's `<Image>` key (`store/files.py`).
+whose data names it by hash under the project's `<Image>` key (`store/files.py`); a file
+the project already has is answered with the task it is.
 Uploading needs the role importing tasks needs; drawing needs the role reading them does.
 """
 
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from preannotate.annotators.documents import (
     DEFAULT_LIMITS,
@@ -22,6 +23,7 @@ from preannotate.annotators.documents import (
     inspect_document,
 )
 from preannotate.annotators.task_pages import rendered_pages
+from preannotate.annotators.visual_pipeline import visual_image
 from preannotate.configs.labeling import ObjectTag, parse_labeling_config
 from preannotate.configs.project import DocumentOptions
 from preannotate.deployments.routes.context import (
@@ -51,6 +53,11 @@ class UploadedFile(BaseModel):
     kind: str
     size: int
     pages: int
+    duplicate: bool = Field(
+        False,
+        description="the project already had these bytes as a task: that task is answered "
+        "(with the name it was first uploaded under) and no second one is made",
+    )
 
 
 class UploadedFiles(BaseModel):
@@ -58,22 +65,21 @@ class UploadedFiles(BaseModel):
 
 
 def _documents(ctx: Context, project_id: int) -> tuple[ObjectTag, DocumentLimits]:
-    """The `<Image>` uploads are tasks of (the one `<RectangleLabels>` point at, else the
-    configuration's only `<Image>`), and the project's document limits."""
+    """The `<Image>` uploads are tasks of (the one the configuration pre-annotates, else
+    its only `<Image>`), and the project's document limits."""
     version = ctx.store.current_config(project_id)
     config = version.config if version else {"labeling_config": "<View/>"}
     options = DocumentOptions.model_validate(config.get("documents", {}))
     limits = replace(DEFAULT_LIMITS, **options.model_dump())
     labeling = parse_labeling_config(config["labeling_config"])
     images = [o for o in labeling.objects if o.kind == "image"]
-    boxed = {c.to_name for c in labeling.labels if c.kind == "rectanglelabels"}
-    chosen = [o for o in images if o.name in boxed] or images
-    if len(chosen) != 1:
+    chosen = visual_image(labeling) or (images[0] if len(images) == 1 else None)
+    if chosen is None:
         raise InvalidInput(
             f"project {project_id}'s labeling config needs one <Image> object for files "
             f'(e.g. <Image name="image" value="$image"/>); it has {len(images)}'
         )
-    return chosen[0], limits
+    return chosen, limits
 
 
 def _name(upload: UploadFile, position: int) -> str:
@@ -105,7 +111,8 @@ def upload_files(
     files: Annotated[list[UploadFile], File(description="PDFs or PNG, JPEG, TIFF images")],
 ) -> dict[str, Any]:
     """Upload documents; each becomes a task (one per image, one per PDF with its pages),
-    all or nothing. Files are kept by content hash, so the same bytes are stored once."""
+    all or nothing. Files are kept by content hash, so the same bytes are stored once, and
+    a file the project already has answers with its task (`duplicate`) instead of a new one."""
     require_role(ctx, user, project_id, MANAGE)
     if len(files) > MAX_FILES:
         raise InvalidInput(f"{len(files)} files in one upload; the limit is {MAX_FILES}")
