@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# System packages: PostgreSQL (tests on a real server), HAProxy (Serve's fast HTTP ingress),
 	# a headless Chromium (the API docs checked in a real browser), Tesseract OCR (scanned
 	# pages), a Java 17 runtime (Spark).
-	command -v haproxy >/dev/null 2>&1 && command -v chromium-headless-shell >/dev/null 2>&1 && command -v tesseract >/dev/null 2>&1 && test -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata && command -v java >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql haproxy chromium-headless-shell tesseract-ocr tesseract-ocr-eng openjdk-17-jre-headless)
+	command -v haproxy >/dev/null 2>&1 && command -v chromium-headless-shell >/dev/null 2>&1 && command -v tesseract >/dev/null 2>&1 && test -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata && test -f /usr/share/tesseract-ocr/5/tessdata/deu.traineddata && command -v java >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql haproxy chromium-headless-shell tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu openjdk-17-jre-headless)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

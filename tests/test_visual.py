@@ -411,6 +411,39 @@ def test_a_document_gets_its_class_and_relations_join_its_boxes(hub: Hub, tmp_pa
     assert person["item_index"] == city["item_index"] == 0
 
 
+def test_a_scan_is_read_in_the_projects_ocr_languages(tmp_path: Path) -> None:
+    """German words OCR'd as German (`tesseract-ocr-deu`, which `make install` installs)
+    keep their umlauts and ß, so a rule on the real spelling finds its box; read as
+    English, the same scan says "Miller" and "StraBe"."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline
+    from preannotate.configs.project import parse_project_config
+    from preannotate.hub.validation import validate_config
+
+    letter = pymupdf.open()
+    page = letter.new_page()
+    for number, line in enumerate(["Rechnung der Müller GmbH", "Größe: 3 Stück, Straße 17"]):
+        page.insert_text((72, 100 + 30 * number), line, fontsize=16)
+    (tmp_path / "scan.png").write_bytes(page.get_pixmap(dpi=200).tobytes("png"))
+    rules = [
+        {"name": "company", "label": "COMPANY", "kind": "regex", "regex": r"Müller GmbH"},
+        {"name": "city", "label": "CITY", "kind": "regex", "regex": r"Straße \d+"},
+    ]
+
+    def found(languages: str) -> list[list[str]]:
+        project = {
+            "name": "v",
+            "labeling_config": CONFIG.replace(' model="ner_general_en_sm"', ""),  # rules only
+            "rules": rules,
+            "documents": {"languages": languages},
+        }
+        pipeline = VisualPipeline(validate_config(parse_project_config(project)), root=tmp_path)
+        [prediction] = pipeline.annotate([{"data": {"image": "local://scan.png"}}])
+        return [r["meta"]["text"] for r in prediction.result]
+
+    assert found("deu+eng") == [["Müller GmbH"], ["Straße 17"]]
+    assert found("eng") == []
+
+
 KEY_VALUE_PLUGIN = """
 from preannotate.annotators.layout import LayoutRuntime
 from preannotate.annotators.spans import Source, Span
