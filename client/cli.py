@@ -333,21 +333,25 @@ def _demo_over_http(
     documents: Path,
 ) -> None:
     """Each example as a project and a server; the visual one's documents are uploaded,
-    and their tasks predicted."""
+    and their tasks predicted. Every server is deployed before the first is waited for,
+    so their replicas start together rather than one after another."""
     from preannotate.annotators.visual_pipeline import is_visual
     from preannotate.client.api import Client
     from preannotate.configs.files import LOCAL
 
     with Client(url, token) as client, remote.api_errors(url):
-        for config, tasks in examples:
-            project = client.create_project(config.project.model_dump())
-            if is_visual(config.labeling):
-                files = [documents / t["data"]["image"].removeprefix(LOCAL) for t in tasks]
-                client.upload_files(project["id"], files)
-                uploaded = client.iter_tasks(project["id"])
-                tasks = [{"id": t["id"], "data": t["data"]} for t in uploaded]
-            with err.status(f"deploying {config.project.name}"):
-                server = client.deploy(project["id"])
+        deployed = []
+        with err.status(f"deploying {len(examples)} example projects"):
+            for config, tasks in examples:
+                project = client.create_project(config.project.model_dump())
+                if is_visual(config.labeling):
+                    files = [documents / t["data"]["image"].removeprefix(LOCAL) for t in tasks]
+                    client.upload_files(project["id"], files)
+                    uploaded = client.iter_tasks(project["id"])
+                    tasks = [{"id": t["id"], "data": t["data"]} for t in uploaded]
+                deployed.append((config, tasks, client.deploy(project["id"])))
+        for config, tasks, server in deployed:
+            with err.status(f"waiting for {config.project.name} to be ready"):
                 client.wait_until_ready(server["id"])
             predictions = client.predict(server["id"], tasks)
             out.rule(
