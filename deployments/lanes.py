@@ -4,13 +4,18 @@ A bulk batch runs in slices and, before each slice, waits while an interactive c
 waiting or running; an interactive call therefore waits for at most the slice already
 running, never for a whole bulk batch (docs/architecture.md, "Interactive predict").
 Slices are large while nobody calls interactively (throughput) and small for a while after
-someone did (latency). The pipeline itself runs one call at a time.
+someone did (latency). The pipeline itself runs one batch at a time: interactive calls that
+arrive while it is busy run together once it is free, oldest first, as one batch (a
+pipeline call over several documents costs less than one call per document), and a lone
+call runs at once, alone, as before.
 """
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 Annotate = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
@@ -18,6 +23,20 @@ IDLE_SLICE = 64
 BUSY_SLICE = 1
 BUSY_FOR_S = 5.0
 """How long after an interactive call bulk work keeps to small slices."""
+TOGETHER_TASKS = 64
+"""Waiting interactive calls join one batch until it holds this many tasks (a call is
+never split), so the first of them waits for little more than a bulk slice's worth."""
+INTERACTIVE_THREADS = 16
+"""Interactive calls that can wait for the pipeline at once, and so run together."""
+
+
+@dataclass
+class _Call:
+    """An interactive call: its tasks, then its predictions or the error it raised."""
+
+    tasks: list[dict[str, Any]]
+    result: list[dict[str, Any]] | None = None
+    error: Exception | None = None
 
 
 class Lanes:
@@ -30,20 +49,59 @@ class Lanes:
         self._pipeline = threading.Lock()
         self._turn = threading.Condition()
         self._interactive_calls = 0
-        self.interactive_lane = ThreadPoolExecutor(1, thread_name_prefix="interactive")
+        self._waiting: deque[_Call] = deque()
+        self.interactive_lane = ThreadPoolExecutor(
+            INTERACTIVE_THREADS, thread_name_prefix="interactive"
+        )
         self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
 
     def interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        call = _Call(tasks)
         with self._turn:
             self._interactive_calls += 1
             self._last_interactive = time.monotonic()
+            self._waiting.append(call)
         try:
             with self._pipeline:
-                return self._annotate(tasks)
+                while call.result is None and call.error is None:  # not yet run with others
+                    self._run_together(self._next_batch())
+            if call.error is not None:
+                raise call.error
+            assert call.result is not None
+            return call.result
         finally:
             with self._turn:
                 self._interactive_calls -= 1
                 self._turn.notify_all()
+
+    def _next_batch(self) -> list[_Call]:
+        """The oldest waiting calls, up to `TOGETHER_TASKS` tasks (at least one call)."""
+        batch: list[_Call] = []
+        size = 0
+        with self._turn:
+            while self._waiting and (
+                not batch or size + len(self._waiting[0].tasks) <= TOGETHER_TASKS
+            ):
+                batch.append(self._waiting.popleft())
+                size += len(batch[-1].tasks)
+        return batch
+
+    def _run_together(self, batch: list[_Call]) -> None:
+        """One pipeline call for the batch; if it raises, each call again alone, so that
+        one call's failure stays its own."""
+        try:
+            found = self._annotate([task for call in batch for task in call.tasks])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                for call in batch:
+                    self._run_together([call])
+            return
+        start = 0
+        for call in batch:
+            call.result = found[start : start + len(call.tasks)]
+            start += len(call.tasks)
 
     def bulk(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -72,9 +72,8 @@ class ModelServer:
 
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The interactive lane: one prediction (or error) per task, in order, ahead of bulk
-        work. A call goes straight to the lane's thread: no `@serve.batch` queue, which cost
-        a few ms per call and gained little, as concurrent calls wait for the pipeline
-        anyway."""
+        work. A call goes straight to a lane thread: no `@serve.batch` queue, which cost a
+        few ms per call; calls that wait for the pipeline run together there (`Lanes`)."""
         with self.latency.timed(INTERACTIVE):
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
