@@ -19,7 +19,7 @@ from typing import Any
 
 from preannotate.annotators.documents import DEFAULT_LIMITS, DocumentLimits, page_image
 from preannotate.annotators.layout import LayoutRuntime, VisualPage
-from preannotate.annotators.llm import ProviderAccess
+from preannotate.annotators.llm import ProviderAccess, Usage
 from preannotate.annotators.page_text import PageText, page_text
 from preannotate.annotators.pipeline import Pipeline, task_data
 from preannotate.annotators.regions import span_regions
@@ -164,7 +164,8 @@ class VisualPipeline:
 
     def annotate(self, tasks: Sequence[Any]) -> list[TaskPrediction]:
         """One prediction per task, in order: the regions of every page of its document
-        and the document's classes, or the reason it failed."""
+        and the document's classes, or the reason it failed; its usage adds up the
+        external prompts' calls of all its pages and of the document."""
         documents: list[list[tuple[DocumentPage, PageText]] | str] = []
         for task in tasks:
             try:
@@ -194,19 +195,22 @@ class VisualPipeline:
             if isinstance(doc, str):
                 predictions.append(TaskPrediction(task_id, self.config.hash, error=doc))
                 continue
-            result, errors = [], []
+            result, errors, usage = [], [], Usage()
             for page, text in doc:
                 prediction = next(found)
                 if prediction.error is not None:
                     errors.append(f"page {page.page.index + 1}: {prediction.error}")
                 result += self._page_result(page, text, prediction.result)
+                usage.add(Usage(**(prediction.usage or {})))
             if self.classes is not None:
                 prediction = next(classes)
                 if prediction.error is not None:
                     errors.append(f"the document's classes: {prediction.error}")
                 result += prediction.result
+                usage.add(Usage(**(prediction.usage or {})))
             error = "; ".join(errors) or None
-            predictions.append(TaskPrediction(task_id, self.config.hash, result, error))
+            cost = usage.as_json() if usage.llm_requests else None
+            predictions.append(TaskPrediction(task_id, self.config.hash, result, error, cost))
         return predictions
 
 

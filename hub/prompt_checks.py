@@ -65,14 +65,15 @@ class _Checker:
         for control in labeling.labels:
             offered = [lab.value for lab in control.labels]
             for label in control.labels:
-                where = f'<Label value="{label.value}"> in <Labels name="{control.name}">'
+                tag = "RectangleLabels" if control.kind == "rectanglelabels" else "Labels"
+                where = f'<Label value="{label.value}"> in <{tag} name="{control.name}">'
                 prompt = self.resolve(label.prompt, where) if label.prompt else None
                 if prompt is None:
                     continue
-                if control.kind != "labels" or label.assertion:
+                if label.assertion:
                     self.problems.append(
                         f"{where} names the prompt '{prompt.name}'; prompts propose entity "
-                        "spans on text, not boxes or assertion statuses"
+                        "spans, not assertion statuses"
                     )
                 elif isinstance(prompt, EntityPrompt):
                     if prompt.label != label.value:

@@ -242,6 +242,54 @@ def test_azure_deployment_path_and_classification(fresh: LocalLLM) -> None:
     assert schema["properties"]["label"]["enum"] == ["cardiology", "oncology"]
 
 
+def test_a_documents_prompts_run_per_page_and_per_document_and_count_their_usage(
+    fresh: LocalLLM, tmp_path: Path
+) -> None:
+    """On a two-page PDF an entity prompt on `<RectangleLabels>` asks once per page and a
+    classification prompt on the `<Image>` once for the whole document; the task's usage
+    adds up all three calls (a job's token budget counts them)."""
+    from preannotate.annotators.visual_pipeline import VisualPipeline
+    from preannotate.configs.project import parse_project_config
+    from preannotate.hub.validation import validate_config
+    from tests.test_documents import invoice
+
+    def answer(body: dict[str, Any], path: str) -> tuple[int, Any, float]:
+        if body["response_format"]["json_schema"]["name"] == "classification":
+            return 200, completion('{"label": "invoice"}'), 0.0
+        return 200, entities(("Acme Widgets Limited", "COMPANY")), 0.0
+
+    fresh.answer = answer
+    (tmp_path / "invoice.pdf").write_bytes(invoice().tobytes())
+    common = {"type": "external", "provider": "local", "model": "gpt-local", "text": "Read."}
+    project = {
+        "name": "llm-visual",
+        "labeling_config": (
+            '<View><Image name="image" value="$image"/>'
+            '<RectangleLabels name="label" toName="image">'
+            '<Label value="COMPANY" prompt="companies"/></RectangleLabels>'
+            '<Choices name="kind" toName="image" prompt="kind"><Choice value="invoice"/>'
+            '<Choice value="letter"/></Choices></View>'
+        ),
+        "prompts": [
+            common | {"name": "companies", "output": "entity", "labels": ["COMPANY"]},
+            common | {"name": "kind", "output": "classification", "labels": ["invoice", "letter"]},
+        ],
+    }
+    pipeline = VisualPipeline(validate_config(parse_project_config(project)), root=tmp_path)
+    pipeline.connect_providers(
+        {"local": ProviderAccess("local", "openai", f"{fresh.url}/v1", KEY, None)}
+    )
+    [prediction] = pipeline.annotate([{"data": {"image": "local://invoice.pdf"}}])
+
+    assert prediction.error is None
+    [company] = [r for r in prediction.result if r["type"] == "rectanglelabels"]
+    assert (company["meta"]["text"], company["item_index"]) == (["Acme Widgets Limited"], 0)
+    [kind] = [r for r in prediction.result if r["type"] == "choices"]
+    assert kind["value"]["choices"] == ["invoice"] and kind["provenance"]["name"] == "kind"
+    assert len(fresh.requests) == 3  # two pages, one document
+    assert prediction.usage == {"llm_requests": 3, "prompt_tokens": 90, "completion_tokens": 21}
+
+
 # -- providers over HTTP and on the command line ---------------------------------------------
 
 
