@@ -130,6 +130,22 @@ class ServerHolding(BaseModel):
         return self.resources.get(key, 0.0) > EPSILON
 
 
+def shows_free(nodes: Sequence[NodeResources], held: dict[str, Resources]) -> bool:
+    """Whether every node shows what was held there (node_id -> resources) as free again,
+    up to the node's total: Ray's view of free resources follows an actor's end by a
+    moment, and a deploy checked against the older view would be refused."""
+    by_id = {node.node_id: node for node in nodes}
+    for node_id, resources in held.items():
+        node = by_id.get(node_id)
+        if node is None:  # the node left the cluster: nothing on it to wait for
+            continue
+        for key, amount in resources.items():
+            wanted = min(amount, node.total.get(key, 0.0))
+            if node.available.get(key, 0.0) + EPSILON < wanted:
+                return False
+    return True
+
+
 class SeatUse(BaseModel):
     """A license's seats and what holds them now, counted across the whole cluster.
 

@@ -24,11 +24,17 @@ from preannotate.cluster.capacity import (
     SeatUse,
     ServerHolding,
     check_fit,
+    shows_free,
 )
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License, LicenseError, require_scope
 from preannotate.cluster.ray_cluster import nodes
-from preannotate.cluster.serve_state import ServeSnapshot, actors_alive, serve_snapshot
+from preannotate.cluster.serve_state import (
+    Replica,
+    ServeSnapshot,
+    actors_alive,
+    serve_snapshot,
+)
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import parse_project_config
 from preannotate.deployments.model_server import inline_config, model_server_app
@@ -44,8 +50,22 @@ PLACEMENT_TIMEOUT_S = 60.0
 """How long a deploy waits for Ray to place its replicas before giving the resources back."""
 POLL_S = 0.2
 DELETE_TIMEOUT_S = 60
+RELEASE_TIMEOUT_S = 5
+"""How long a delete waits, after the replicas ended, for Ray to count their resources
+free; a deploy may have taken them meanwhile, so it then goes on."""
 GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
 UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
+
+
+def holding(server: Server, placed: list[Replica]) -> ServerHolding:
+    """What a server's placed replicas hold, in all and on each node."""
+    per_node: dict[str, dict[str, float]] = {}
+    for replica in placed:
+        held = per_node.setdefault(replica.node_id or "", {})
+        for key, amount in server.resources.items():
+            held[key] = held.get(key, 0.0) + amount
+    total = {key: amount * len(placed) for key, amount in server.resources.items()}
+    return ServerHolding(server_id=server.id, resources=total, per_node=per_node)
 
 
 def poll_until(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -108,13 +128,7 @@ class DeployController:
         for server in self.store.list_servers():
             app = snapshot.app(server.id)
             placed = app.placed if app else []
-            per_node: dict[str, dict[str, float]] = {}
-            for replica in placed:
-                held = per_node.setdefault(replica.node_id or "", {})
-                for key, amount in server.resources.items():
-                    held[key] = held.get(key, 0.0) + amount
-            total = {key: amount * len(placed) for key, amount in server.resources.items()}
-            holdings.append(ServerHolding(server_id=server.id, resources=total, per_node=per_node))
+            holdings.append(holding(server, placed))
             if server.resources.get(LICENSE_TOKEN) and placed:
                 seats[server.id] = len(placed)
         if self.license is None:
@@ -323,6 +337,7 @@ class DeployController:
             self.store.set_server_status(server_id, ServerStatus.DELETING)
             app = serve_snapshot().app(server_id)
             replicas = app.replicas if app else []
+            held = holding(server, app.placed if app else [])
             serve.delete(server_id, _blocking=False)  # Serve's own wait polls once a second
 
             def gone() -> bool:
@@ -330,6 +345,8 @@ class DeployController:
 
             if not poll_until(gone, DELETE_TIMEOUT_S):
                 raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
+            # a moment more, until Ray counts the resources free (unless a deploy took them)
+            poll_until(lambda: shows_free(nodes(), held.per_node), RELEASE_TIMEOUT_S)
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)

@@ -14,6 +14,7 @@ from preannotate.cluster.capacity import (
     ResourceRequest,
     ServerHolding,
     check_fit,
+    shows_free,
 )
 
 GIB = 1024**3
@@ -304,3 +305,16 @@ def test_ray_cluster_yaml_declares_license_tokens_on_workers_only() -> None:
     assert config["max_workers"] == sum(
         types[name]["max_workers"] for name in types if name != config["head_node_type"]
     )
+
+
+def test_a_delete_waits_until_each_node_shows_what_the_server_held_there_free() -> None:
+    held = {"a": {"CPU": 1, "license_token": 1}, "b": {"CPU": 0.5}}
+    lagging = [
+        node("a", {"CPU": 2, "license_token": 1}, {"CPU": 2}),  # Ray omits a used-up key
+        node("b", {"CPU": 2}, {"CPU": 1}),
+    ]
+    assert not shows_free(lagging, held)
+    freed = [node("a", {"CPU": 2, "license_token": 1}), node("b", {"CPU": 2}, {"CPU": 0.5})]
+    assert shows_free(freed, held)
+    assert shows_free([node("a", {"CPU": 0.5, "license_token": 1})], held)  # up to the total
+    assert shows_free([], held)  # the nodes left the cluster
