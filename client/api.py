@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
+from preannotate.cluster.up_state import remembered
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "PREANNOTATE_URL"
 TOKEN_ENV = "PREANNOTATE_TOKEN"
@@ -104,8 +106,6 @@ def connection_settings(url: str | None = None, token: str | None = None) -> tup
     token = token or os.environ.get(TOKEN_ENV)
     if url and token:
         return url, token
-    from preannotate.cluster.ray_cluster import remembered  # imports Ray: only when it is needed
-
     running = remembered() or {}
     url = url or running.get("url") or DEFAULT_URL
     if token is None and url == running.get("url"):

@@ -502,10 +502,15 @@ def down() -> None:
     The API and its servers; and the Ray head, if `up` started one: only that head, other
     Ray clusters on this machine keep running. A cluster `up` only joined keeps running.
     """
-    from preannotate.client.launch import shutdown
+    from preannotate.cluster.local_head import recorded_head
+    from preannotate.cluster.up_state import remembered
 
-    with user_errors(), err.status("stopping"):
-        stopped = shutdown()
+    stopped = None
+    if recorded_head() is not None or remembered() is not None:  # else spare Ray's import
+        from preannotate.client.launch import shutdown
+
+        with user_errors(), err.status("stopping"):
+            stopped = shutdown()
     if stopped is None:
         error("nothing to stop: `preannotate up` has not run here")
         raise typer.Exit(USER_ERROR)

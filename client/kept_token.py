@@ -8,6 +8,7 @@ directory reuses it while it is valid instead of minting one more admin token ea
 
 from pathlib import Path
 
+from preannotate.cluster.up_state import remember, remembered
 from preannotate.configs.paths import data_dir
 
 TOKEN_FILE = "admin-token"
@@ -34,7 +35,6 @@ def keep(token: str) -> None:
 def replace(old: str, new: str) -> bool:
     """After `old` was rotated into `new`: wherever this machine kept `old` (this module's
     file, what `up` remembered for the local CLI), keep `new`. True if it kept `old`."""
-    from preannotate.cluster.ray_cluster import remember, remembered  # imports Ray
 
     kept = read() == old
     if kept:

@@ -29,13 +29,8 @@ from preannotate.cluster.local_head import (
     recorded_head,
     start_local_head,
 )
-from preannotate.cluster.ray_cluster import (
-    connect,
-    forget,
-    forget_ray_address,
-    remember,
-    remembered,
-)
+from preannotate.cluster.ray_cluster import connect, forget_ray_address
+from preannotate.cluster.up_state import forget, remember, remembered
 from preannotate.configs.paths import database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler

@@ -11,7 +11,7 @@ from preannotate.cluster.local_head import (
     ensure_free,
     recorded_head,
 )
-from preannotate.cluster.ray_cluster import forget, remembered
+from preannotate.cluster.up_state import forget, remembered
 
 
 def check_up(address: str | None, host: str, port: int, head_ports: HeadPorts) -> LocalHead | None:

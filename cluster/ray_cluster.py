@@ -1,12 +1,10 @@
-"""The Ray cluster as a resource: join one, remember what `up` did, and read its nodes.
+"""The Ray cluster as a resource: join one, and read its nodes.
 
-Starting and stopping a local head is `local_head.py`'s; this module is what needs Ray.
+Starting and stopping a local head is `local_head.py`'s, and what `up` did is
+`up_state.py`'s; this module is what needs Ray.
 """
 
-import json
 import logging
-from pathlib import Path
-from typing import Any
 
 import ray
 from ray._common.utils import reset_ray_address
@@ -14,33 +12,9 @@ from ray._private.state import available_resources_per_node, total_resources_per
 from ray._private.utils import read_ray_address
 
 from preannotate.cluster.capacity import NodeResources
-from preannotate.configs.paths import data_dir
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
-
-
-def _state_file() -> Path:
-    return data_dir() / "cluster.json"
-
-
-def remember(address: str, started_head: bool, url: str, token: str) -> None:
-    """What `up` did, so that `down` undoes exactly that (and leaves a joined cluster up);
-    the URL and admin token let local CLI commands find the API. Readable by its owner only."""
-    state = {"address": address, "started_head": started_head, "url": url, "token": token}
-    file = _state_file()
-    file.touch(mode=0o600)
-    file.chmod(0o600)
-    file.write_text(json.dumps(state))
-
-
-def remembered() -> dict[str, Any] | None:
-    file = _state_file()
-    return json.loads(file.read_text()) if file.exists() else None
-
-
-def forget() -> None:
-    _state_file().unlink(missing_ok=True)
 
 
 def connect(address: str | None) -> str:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from preannotate.cluster.ray_cluster import connect, remembered
+from preannotate.cluster.ray_cluster import connect
+from preannotate.cluster.up_state import remembered
 from preannotate.configs.paths import data_dir
 from preannotate.scheduler.actor import find_scheduler
 from preannotate.spark.outputs import Format, Output, check_free_names

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from preannotate.client.api import TOKEN_ENV, URL_ENV
 from preannotate.client.cli import app
 from preannotate.client.launch import admin_token
-from preannotate.cluster.ray_cluster import remember, remembered
+from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
 from tests.conftest import RayCluster, labels_xml
