@@ -61,15 +61,25 @@ def task_data(task: Any) -> dict[str, Any]:
 
 
 class Pipeline:
-    def __init__(self, config: ValidatedConfig, hub: Hub | None = None):
+    def __init__(
+        self,
+        config: ValidatedConfig,
+        hub: Hub | None = None,
+        loaded: Mapping[str, ModelRuntime] | None = None,
+    ):
+        """`loaded`: runtimes another pipeline of the same project loaded and configured
+        already, used as they are rather than loaded a second time."""
         check_runnable(config)
         self.config = config
         hub = hub or Hub()
-        self.runtimes: dict[str, ModelRuntime] = {
-            name: load_runtime(hub.get(name)) for name in config.models
-        }
-        for runtime in self.runtimes.values():
-            runtime.configure(config.project)
+        loaded = loaded or {}
+        self.runtimes: dict[str, ModelRuntime] = {}
+        for name in config.models:
+            if name in loaded:
+                self.runtimes[name] = loaded[name]
+            else:
+                self.runtimes[name] = load_runtime(hub.get(name))
+                self.runtimes[name].configure(config.project)
         self.matchers = [RuleMatcher(rule) for rule in config.rules]
         labeling = config.labeling
         self.controls = [c for c in labeling.labels if c.kind == "labels"]

@@ -126,7 +126,15 @@ def _classification_data(
             ]
         )
     control = labeling.choices[0]
-    key = next(o.value for o in labeling.objects if o.name == control.to_name)
+    target = next(o for o in labeling.objects if o.name == control.to_name)
+    if target.kind == "image":
+        raise ConfigError(
+            [
+                f'classification training reads text; <Choices name="{control.name}"> '
+                "classifies an <Image>, whose documents it does not read yet"
+            ]
+        )
+    key = target.value
     data = TrainingData("classification", control.choices, multiple=control.multiple)
     problems = []
     for task_id, task, result in annotated:

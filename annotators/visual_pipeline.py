@@ -67,12 +67,14 @@ def text_view(labeling: LabelingConfig, field: str) -> LabelingConfig:
 
 
 def narrowed(config: ValidatedConfig, labeling: LabelingConfig) -> ValidatedConfig:
-    """The configuration with only what `labeling` names: its prompts, and the models it
-    and those prompts run on, so each of the two text pipelines loads only its own."""
+    """The configuration with only what `labeling` names: its prompts, the models it and
+    those prompts run on, and the rules only if it has labels for them, so each of the two
+    text pipelines runs only its own."""
     prompts = {n: p for n, p in config.prompts.items() if n in labeling.prompts()}
     used = set(labeling.models()) | {zero_shot_model(p) for p in prompts.values()}
     models = {n: m for n, m in config.models.items() if n in used}
-    return replace(config, labeling=labeling, prompts=prompts, models=models)
+    rules = config.rules if labeling.labels else []
+    return replace(config, labeling=labeling, prompts=prompts, models=models, rules=rules)
 
 
 def _source(provenance: dict[str, Any]) -> Source:
@@ -116,7 +118,7 @@ class VisualPipeline:
             update={"labels": [], "relations": []}
         )
         self.classes = (
-            Pipeline(narrowed(config, classes), hub)
+            Pipeline(narrowed(config, classes), hub, loaded=self.text.runtimes)
             if any(c.model or c.prompt for c in classes.choices)
             else None
         )
@@ -186,7 +188,7 @@ class VisualPipeline:
                     for doc in read
                 ]
             )
-            if self.classes
+            if self.classes is not None
             else []
         )
         predictions = []

@@ -506,11 +506,12 @@ def down() -> None:
     from preannotate.cluster.up_state import remembered
 
     stopped = None
-    if recorded_head() is not None or remembered() is not None:  # else spare Ray's import
-        from preannotate.client.launch import shutdown
+    with user_errors():
+        if recorded_head() is not None or remembered() is not None:  # else spare Ray's import
+            from preannotate.client.launch import shutdown
 
-        with user_errors(), err.status("stopping"):
-            stopped = shutdown()
+            with err.status("stopping"):
+                stopped = shutdown()
     if stopped is None:
         error("nothing to stop: `preannotate up` has not run here")
         raise typer.Exit(USER_ERROR)

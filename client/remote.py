@@ -226,7 +226,7 @@ def files_import(
             for file in files:
                 uploaded += client.upload_files(project_id, [file])["files"]
                 progress.advance(bar)
-    new = [f for f in uploaded if not f["duplicate"]]
+    new = [f for f in uploaded if not f.get("duplicate")]
     if new:
         pages = sum(f["pages"] for f in new)
         first, last = new[0]["task_id"], new[-1]["task_id"]
@@ -235,7 +235,7 @@ def files_import(
             f"as tasks {first}..{last}"
         )
     for path, file in zip(files, uploaded, strict=True):
-        if file["duplicate"]:
+        if file.get("duplicate"):
             _say(f"{path} was already uploaded: task {file['task_id']} of project {project_id}")
 
 

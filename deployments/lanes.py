@@ -36,7 +36,11 @@ class _Call:
 
     tasks: list[dict[str, Any]]
     result: list[dict[str, Any]] | None = None
-    error: Exception | None = None
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
 
 
 class Lanes:
@@ -50,21 +54,36 @@ class Lanes:
         self._turn = threading.Condition()
         self._interactive_calls = 0
         self._waiting: deque[_Call] = deque()
+        self._leading = False
+        """Whether an interactive call is running a batch (the others wait for it)."""
         self.interactive_lane = ThreadPoolExecutor(
             INTERACTIVE_THREADS, thread_name_prefix="interactive"
         )
         self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
 
     def interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The call's predictions. It waits while another interactive batch runs; then,
+        unless that batch took it, it runs the oldest waiting calls, its own among them."""
         call = _Call(tasks)
         with self._turn:
             self._interactive_calls += 1
             self._last_interactive = time.monotonic()
             self._waiting.append(call)
         try:
-            with self._pipeline:
-                while call.result is None and call.error is None:  # not yet run with others
-                    self._run_together(self._next_batch())
+            while not call.done:
+                with self._turn:
+                    self._turn.wait_for(lambda: call.done or not self._leading)
+                    if call.done:
+                        break
+                    self._leading = True
+                    batch = self._next_batch()
+                try:
+                    with self._pipeline:  # after the bulk slice that may be running
+                        self._run_together(batch)
+                finally:
+                    with self._turn:
+                        self._leading = False
+                        self._turn.notify_all()
             if call.error is not None:
                 raise call.error
             assert call.result is not None
@@ -75,22 +94,23 @@ class Lanes:
                 self._turn.notify_all()
 
     def _next_batch(self) -> list[_Call]:
-        """The oldest waiting calls, up to `TOGETHER_TASKS` tasks (at least one call)."""
+        """The oldest waiting calls, up to `TOGETHER_TASKS` tasks (at least one call);
+        called holding `_turn`."""
         batch: list[_Call] = []
         size = 0
-        with self._turn:
-            while self._waiting and (
-                not batch or size + len(self._waiting[0].tasks) <= TOGETHER_TASKS
-            ):
-                batch.append(self._waiting.popleft())
-                size += len(batch[-1].tasks)
+        while self._waiting and (not batch or size + len(self._waiting[0].tasks) <= TOGETHER_TASKS):
+            batch.append(self._waiting.popleft())
+            size += len(batch[-1].tasks)
         return batch
 
     def _run_together(self, batch: list[_Call]) -> None:
         """One pipeline call for the batch; if it raises, each call again alone, so that
-        one call's failure stays its own."""
+        one call's failure stays its own. Every call of the batch ends done."""
+        tasks = [task for call in batch for task in call.tasks]
         try:
-            found = self._annotate([task for call in batch for task in call.tasks])
+            found = self._annotate(tasks)
+            if len(found) != len(tasks):
+                raise RuntimeError(f"the pipeline gave {len(found)} answers to {len(tasks)} tasks")
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
@@ -98,6 +118,10 @@ class Lanes:
                 for call in batch:
                     self._run_together([call])
             return
+        except BaseException as exc:  # the process is ending: no call waits for ever
+            for call in batch:
+                call.error = exc
+            raise
         start = 0
         for call in batch:
             call.result = found[start : start + len(call.tasks)]

@@ -52,7 +52,7 @@ POLL_S = 0.2
 DELETE_TIMEOUT_S = 60
 RELEASE_TIMEOUT_S = 5
 """How long a delete waits, after the replicas ended, for Ray to count their resources
-free; a deploy may have taken them meanwhile, so it then goes on."""
+free; other Ray work on the cluster may have taken them meanwhile, so it then goes on."""
 GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
 UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
 
@@ -345,7 +345,7 @@ class DeployController:
 
             if not poll_until(gone, DELETE_TIMEOUT_S):
                 raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
-            # a moment more, until Ray counts the resources free (unless a deploy took them)
+            # a moment more, until Ray counts the resources free (unless other work took them)
             poll_until(lambda: shows_free(nodes(), held.per_node), RELEASE_TIMEOUT_S)
             self.store.mark_server_deleted(server_id)
         finally:

@@ -74,7 +74,8 @@ class FileOps(Database):
         """Keep the files and make each one a task unless the project has it already, all
         in one transaction."""
         with self._write() as session:
-            get_or_raise(session, Project, project_id)
+            # two uploads of the same bytes at once: the second waits, then finds the first
+            get_or_raise(session, Project, project_id, for_update=True)
             shas = {file.sha256 for file in files}
             known = session.execute(
                 select(StoredFile, Task.data)

@@ -38,9 +38,11 @@ def _queue_behind_a_running_call(lanes: Lanes, release: threading.Event, *calls:
     first = lanes.interactive_lane.submit(lanes.interactive, [{"n": "first"}])
     while not lanes._pipeline.locked():
         threading.Event().wait(0.001)
-    futures = [lanes.interactive_lane.submit(lanes.interactive, call) for call in calls]
-    while len(lanes._waiting) < len(calls):
-        threading.Event().wait(0.001)
+    futures = []
+    for call in calls:  # one at a time, so they queue in this order
+        futures.append(lanes.interactive_lane.submit(lanes.interactive, call))
+        while len(lanes._waiting) < len(futures):
+            threading.Event().wait(0.001)
     release.set()
     first.result(10)
     return futures
@@ -99,3 +101,28 @@ def test_waiting_calls_join_a_batch_up_to_its_size_oldest_first() -> None:
     futures = _queue_behind_a_running_call(lanes, release, *calls)
     assert [len(f.result(10)) for f in futures] == [half] * 3
     assert batches == [["first"], [0, 1], [2]]
+
+
+def test_a_pipeline_that_miscounts_or_exits_ends_every_waiting_call() -> None:
+    """A pipeline that answers fewer predictions than tasks gives no call another's
+    answers; one that raises SystemExit ends every call of its batch, and the lane
+    stays usable."""
+    release = threading.Event()
+    exits = True
+
+    def annotate(tasks: list[dict]) -> list[dict]:
+        if tasks[0]["n"] == "first":
+            release.wait(10)
+            return tasks
+        if exits:
+            raise SystemExit("stopping")
+        return tasks[1:]  # one answer short
+
+    lanes = Lanes(annotate)
+    for future in _queue_behind_a_running_call(lanes, release, [{"n": 1}], [{"n": 2}]):
+        with pytest.raises(SystemExit):
+            future.result(10)
+    exits, release = False, threading.Event()
+    for future in _queue_behind_a_running_call(lanes, release, [{"n": 1}], [{"n": 2}]):
+        with pytest.raises(RuntimeError, match="gave 0 answers to 1 tasks"):
+            future.result(10)

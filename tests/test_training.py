@@ -69,6 +69,12 @@ def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
         training_data(spec, LABELING, rows)
     with pytest.raises(ConfigError, match="exactly one <Choices> control"):
         training_data(TrainingSpec(kind="classification", model_name="m"), LABELING, rows)
+    on_image = parse_labeling_config(
+        '<View><Image name="image" value="$image"/><Choices name="kind" toName="image">'
+        '<Choice value="invoice"/></Choices></View>'
+    )
+    with pytest.raises(ConfigError, match="classifies an <Image>, whose documents it does not"):
+        training_data(TrainingSpec(kind="classification", model_name="m"), on_image, rows)
 
 
 def test_ner_training_learns_and_beats_the_untrained_baseline() -> None:

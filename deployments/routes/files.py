@@ -45,7 +45,7 @@ MAX_NAME = 200
 PNG = {200: {"description": "the page as a PNG", "content": {"image/png": {}}}}
 
 
-class UploadedFile(BaseModel):
+class ProjectFile(BaseModel):
     id: int
     task_id: int
     sha256: str
@@ -53,6 +53,13 @@ class UploadedFile(BaseModel):
     kind: str
     size: int
     pages: int
+
+
+class ProjectFiles(BaseModel):
+    files: list[ProjectFile]
+
+
+class UploadedFile(ProjectFile):
     duplicate: bool = Field(
         False,
         description="the project already had these bytes as a task: that task is answered "
@@ -124,7 +131,7 @@ def upload_files(
 
 @router.get(
     "/projects/{project_id}/files",
-    response_model=UploadedFiles,
+    response_model=ProjectFiles,
     responses=errors(401, 403, 404),
 )
 def list_files(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
