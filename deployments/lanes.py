@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Annotate = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
@@ -37,6 +37,8 @@ class _Call:
     tasks: list[dict[str, Any]]
     result: list[dict[str, Any]] | None = None
     error: BaseException | None = None
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when a batch answered the call, or when the lead passes to it."""
 
     @property
     def done(self) -> bool:
@@ -55,35 +57,45 @@ class Lanes:
         self._interactive_calls = 0
         self._waiting: deque[_Call] = deque()
         self._leading = False
-        """Whether an interactive call is running a batch (the others wait for it)."""
+        """Whether an interactive call leads (runs batches); the others sleep until woken."""
         self.interactive_lane = ThreadPoolExecutor(
             INTERACTIVE_THREADS, thread_name_prefix="interactive"
         )
         self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
 
     def interactive(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The call's predictions. It waits while another interactive batch runs; then,
-        unless that batch took it, it runs the oldest waiting calls, its own among them."""
+        """The call's predictions. If no other interactive batch runs, the call leads: it
+        runs the oldest waiting calls (its own among them) as one batch, wakes each of
+        them, and hands the lead to the oldest call still waiting. Otherwise it sleeps
+        until a batch has answered it or the lead is handed to it."""
         call = _Call(tasks)
         with self._turn:
             self._interactive_calls += 1
             self._last_interactive = time.monotonic()
             self._waiting.append(call)
+            leads = not self._leading
+            self._leading = True
         try:
             while not call.done:
-                with self._turn:
-                    self._turn.wait_for(lambda: call.done or not self._leading)
+                if not leads:
+                    call.wake.wait()
+                    call.wake.clear()
                     if call.done:
                         break
-                    self._leading = True
+                with self._turn:
                     batch = self._next_batch()
                 try:
                     with self._pipeline:  # after the bulk slice that may be running
                         self._run_together(batch)
                 finally:
                     with self._turn:
-                        self._leading = False
-                        self._turn.notify_all()
+                        for answered in batch:
+                            answered.wake.set()
+                        if self._waiting:
+                            self._waiting[0].wake.set()  # the lead passes on
+                        else:
+                            self._leading = False
+                leads = False
             if call.error is not None:
                 raise call.error
             assert call.result is not None
