@@ -502,16 +502,10 @@ def down() -> None:
     The API and its servers; and the Ray head, if `up` started one: only that head, other
     Ray clusters on this machine keep running. A cluster `up` only joined keeps running.
     """
-    from preannotate.cluster.local_head import recorded_head
-    from preannotate.cluster.up_state import remembered
+    from preannotate.client.teardown import shutdown
 
-    stopped = None
-    with user_errors():
-        if recorded_head() is not None or remembered() is not None:  # else spare Ray's import
-            from preannotate.client.launch import shutdown
-
-            with err.status("stopping"):
-                stopped = shutdown()
+    with user_errors(), err.status("stopping"):
+        stopped = shutdown()
     if stopped is None:
         error("nothing to stop: `preannotate up` has not run here")
         raise typer.Exit(USER_ERROR)

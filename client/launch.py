@@ -26,11 +26,10 @@ from preannotate.cluster.local_head import (
     HeadPorts,
     LocalHead,
     free_port,
-    recorded_head,
     start_local_head,
 )
-from preannotate.cluster.ray_cluster import connect, forget_ray_address
-from preannotate.cluster.up_state import forget, remember, remembered
+from preannotate.cluster.ray_cluster import connect, stop_head
+from preannotate.cluster.up_state import remember, remembered
 from preannotate.configs.paths import database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler
@@ -127,7 +126,7 @@ def launch(
     except BaseException:
         ray.shutdown()
         if head is not None:
-            _stop_head(head)
+            stop_head(head)
         raise
     return Launched(url, token, ray_address, head)
 
@@ -146,42 +145,12 @@ def _join_running(head: LocalHead, host: str, port: int, license: License | None
     return Launched(url, token, ray_address, head, joined_running=True)
 
 
-def shutdown() -> str | None:
-    """`preannotate down`: undo what `up` did here and say what that was; None when `up`
-    has not run here.
-
-    A head that `up` started is stopped with everything on it (the API, servers, jobs'
-    actors) and nothing else: other Ray clusters on this machine keep running. On a cluster
-    it only joined, it removes the API and servers and leaves the cluster up."""
-    state = remembered()
-    head = recorded_head()
-    if head is not None:
-        stopped = _stop_head(head)
-        forget()
-        if not stopped:
-            return f"the Ray head that `preannotate up` started here (pid {head.pid}) had stopped"
-        where = state["address"] if state else head.address
-        return (
-            f"stopped the API, its servers and the Ray head at {where} that `preannotate up` "
-            f"started ({stopped} processes)"
-        )
-    if state is None:
-        return None
-    connect(state["address"])
+def leave_cluster(address: str) -> None:
+    """`preannotate down` on a cluster `up` only joined: remove the API and its servers,
+    leave the cluster running."""
+    connect(address)
     stop_control_plane()
     ray.shutdown()
-    forget()
-    return (
-        f"stopped the API and its servers; the Ray cluster at {state['address']} keeps running "
-        "(`preannotate up` joined it)"
-    )
-
-
-def _stop_head(head: LocalHead) -> int:
-    """Stop a head `up` started, and make a plain `ray.init()` here stop looking for it."""
-    stopped = head.stop()
-    forget_ray_address(head.port)
-    return stopped
 
 
 def stop_own_ray() -> None:

@@ -12,6 +12,7 @@ from ray._private.state import available_resources_per_node, total_resources_per
 from ray._private.utils import read_ray_address
 
 from preannotate.cluster.capacity import NodeResources
+from preannotate.cluster.local_head import LocalHead
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
@@ -35,6 +36,14 @@ def forget_ray_address(port: int) -> None:
     address = read_ray_address()
     if address is not None and address.rsplit(":", 1)[-1] == str(port):
         reset_ray_address()
+
+
+def stop_head(head: LocalHead) -> int:
+    """Stop a head `up` started (its processes; see `LocalHead.stop`), and make a plain
+    `ray.init()` here stop looking for it."""
+    stopped = head.stop()
+    forget_ray_address(head.port)
+    return stopped
 
 
 def nodes() -> list[NodeResources]:
