@@ -197,20 +197,20 @@ class VisualPipeline:
             if isinstance(doc, str):
                 predictions.append(TaskPrediction(task_id, self.config.hash, error=doc))
                 continue
-            result, errors, usage = [], [], Usage()
+            parts = []  # (where, its text pipeline prediction, its result items)
             for page, text in doc:
                 prediction = next(found)
-                if prediction.error is not None:
-                    errors.append(f"page {page.page.index + 1}: {prediction.error}")
-                result += self._page_result(page, text, prediction.result)
-                usage.add(Usage(**(prediction.usage or {})))
+                items = self._page_result(page, text, prediction.result)
+                parts.append((f"page {page.page.index + 1}", prediction, items))
             if self.classes is not None:
                 prediction = next(classes)
-                if prediction.error is not None:
-                    errors.append(f"the document's classes: {prediction.error}")
-                result += prediction.result
-                usage.add(Usage(**(prediction.usage or {})))
+                parts.append(("the document's classes", prediction, prediction.result))
+            result = [item for _, _, items in parts for item in items]
+            errors = [f"{where}: {p.error}" for where, p, _ in parts if p.error is not None]
             error = "; ".join(errors) or None
+            usage = Usage()
+            for _, prediction, _ in parts:
+                usage.add(Usage(**(prediction.usage or {})))
             cost = usage.as_json() if usage.llm_requests else None
             predictions.append(TaskPrediction(task_id, self.config.hash, result, error, cost))
         return predictions
