@@ -244,12 +244,23 @@ def wait_for_progress(admin: Client, project_id: int, done: int = 100) -> Json:
     return jobs[0]
 
 
+AS_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+"""Runs a command with Ctrl-C's default action, as a terminal starts it, also when the
+tests run as a background job of a shell (which ignores SIGINT, and children inherit that)."""
+
+
 def test_ctrl_c_cancels_the_job(
     cli: Cli, admin: Client, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     name = created(cli, tmp_path)
     many_tasks(cli, name, tmp_path, count=6000)  # still running when the cancel arrives
     command = [
+        *AS_FROM_A_TERMINAL,
         str(Path(sys.executable).parent / "preannotate"),
         "run",
         name,
