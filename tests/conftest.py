@@ -97,6 +97,8 @@ class RayCluster:
     """
 
     url: str
+    ray_address: str
+    """The GCS address (`host:port`), for Ray's state API and job client."""
     head_node: str
     license_node: str
     hub_root: Path
@@ -124,8 +126,19 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     # The operator's key for provider keys at rest, seen by the router and every replica.
     os.environ.setdefault("PREANNOTATE_SECRET_KEY", Fernet.generate_key().decode())
     os.environ.update(ingress_env(default_ingress()))  # the ingress `preannotate up` runs
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    # Ports of its own for the dashboard and the head's dashboard agent: on the defaults,
+    # when another Ray here holds them, it would run neither, and Ray's state API and job
+    # client need both.
+    head = {
+        "num_cpus": 2,
+        "dashboard_port": free_port(),
+        "dashboard_agent_listen_port": free_port(),
+    }
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     worker = cluster.add_node(num_cpus=1, resources={"license_token": 1})
+    # Ray's state API and job client find this cluster by the address, not by guessing
+    # among the Ray instances on the machine (the other pytest worker's, `up`'s heads).
+    os.environ["RAY_ADDRESS"] = cluster.address
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
     cluster.wait_for_nodes()
     head_id = next(n["NodeID"] for n in ray.nodes() if n["NodeID"] != worker.node_id)
@@ -155,7 +168,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     )
     database_url = f"sqlite:///{home / 'preannotate.sqlite'}"
     url, token = start_control_plane("127.0.0.1", free_port(), database_url, str(hub_root), license)
-    yield RayCluster(url, head_id, worker.node_id, hub_root, database_url, token, license)
+    yield RayCluster(
+        url, cluster.address, head_id, worker.node_id, hub_root, database_url, token, license
+    )
     serve.shutdown()
     ray.shutdown()
     cluster.shutdown()

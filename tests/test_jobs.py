@@ -248,7 +248,7 @@ def test_bulk_job_as_a_ray_job(api: httpx.Client, ray_cluster: RayCluster) -> No
     project = make_project(api, 30)
     name = api.get(f"/projects/{project}").json()["name"]
     cli = Path(sys.executable).parent / "preannotate"
-    client = JobSubmissionClient("http://127.0.0.1:8265")
+    client = JobSubmissionClient(ray_cluster.ray_address)
     job = client.submit_job(
         entrypoint=f"{cli} run {name} --url {ray_cluster.url} --token {ray_cluster.admin_token}"
     )
