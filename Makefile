@@ -27,8 +27,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# Two pytest-xdist workers, each with its own session cluster (tests/conftest.py): the
+# tests wait on replicas and Ray heads starting about as much as they compute.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: install
 	$(PY) bench/annotate.py
