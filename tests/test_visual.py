@@ -168,9 +168,13 @@ def test_hostile_uploads_are_refused_and_bad_references_fail_alone(
 def test_the_same_bytes_uploaded_again_answer_with_the_task_they_are(api: httpx.Client) -> None:
     project, other = create_project(api), create_project(api)
     pdf = invoice().tobytes()
-    first = upload(api, project, ("a.pdf", pdf), ("copy.pdf", pdf)).json()["files"]
-    [again] = upload(api, project, ("b.pdf", pdf)).json()["files"]
+    made = upload(api, project, ("a.pdf", pdf), ("copy.pdf", pdf))
+    first = made.json()["files"]
+    repeated = upload(api, project, ("b.pdf", pdf))
+    [again] = repeated.json()["files"]
     [elsewhere] = upload(api, other, ("a.pdf", pdf)).json()["files"]
+
+    assert (made.status_code, repeated.status_code) == (201, 200)  # 200: nothing was made
 
     assert [f["duplicate"] for f in first] == [False, True]
     assert first[1] == first[0] | {"duplicate": True}

@@ -109,23 +109,33 @@ def _checked(upload: UploadFile, position: int, limits: DocumentLimits) -> NewFi
     "/projects/{project_id}/files",
     status_code=201,
     response_model=UploadedFiles,
-    responses=errors(400, 401, 403, 404),
+    responses={
+        200: {
+            "model": UploadedFiles,
+            "description": "the project already had every file: no task was made",
+        }
+    }
+    | errors(400, 401, 403, 404),
 )
 def upload_files(
     ctx: Ctx,
     user: CurrentUser,
     project_id: Id,
     files: Annotated[list[UploadFile], File(description="PDFs or PNG, JPEG, TIFF images")],
+    response: Response,
 ) -> dict[str, Any]:
     """Upload documents; each becomes a task (one per image, one per PDF with its pages),
     all or nothing. Files are kept by content hash, so the same bytes are stored once, and
-    a file the project already has answers with its task (`duplicate`) instead of a new one."""
+    a file the project already has answers with its task (`duplicate`) instead of a new one;
+    when every file is one, nothing was created and the answer is 200, not 201."""
     require_role(ctx, user, project_id, MANAGE)
     if len(files) > MAX_FILES:
         raise InvalidInput(f"{len(files)} files in one upload; the limit is {MAX_FILES}")
     image, limits = _documents(ctx, project_id)
     checked = [_checked(upload, i, limits) for i, upload in enumerate(files, 1)]
     stored = ctx.store.add_files(project_id, image.value, image.value_list, checked)
+    if all(row.duplicate for row in stored):
+        response.status_code = 200
     return {"files": [row.as_dict() for row in stored]}
 
 
