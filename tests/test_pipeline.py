@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import spacy
 from spacy.training import Example
+from spacy.util import fix_random_seed
 
 from preannotate.annotators.pipeline import MAX_DOCUMENT_CHARS, Pipeline
 from preannotate.hub.catalog import Hub
@@ -110,7 +111,9 @@ TOPICS = [
 
 def add_classifier(hub: Hub, folder: Path, examples: list[tuple[str, str]]) -> None:
     """Train a small spaCy text classifier on `(text, class)` examples and add it to the
-    hub as `folder.name`, a classification model of those classes."""
+    hub as `folder.name`, a classification model of those classes. The seed is fixed: the
+    weights' start would otherwise depend on the tests that ran before in the process."""
+    fix_random_seed(0)
     classes = sorted({c for _, c in examples})
     nlp = spacy.blank("en")
     textcat = nlp.add_pipe("textcat")
