@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from preannotate.client.cli import app
@@ -149,6 +150,7 @@ def test_an_unexpected_failure_is_one_error_line_and_a_traceback_file(home: Path
     assert shown.stderr.splitlines()[-1].startswith("error: unexpected ValidationError: ")
 
 
+@pytest.mark.own_ray_head
 def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -> None:
     """`make demo` runs on a throwaway cluster and data directory: the user's store (here a
     configured database) gets no project and no server from it, and their data directory

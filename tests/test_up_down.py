@@ -28,6 +28,7 @@ from preannotate.client.api import Client
 from preannotate.configs.project import load_project_config
 from tests.conftest import EXAMPLES
 
+pytestmark = pytest.mark.own_ray_head
 PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
 NOTEBOOK = """
 import sys, ray
