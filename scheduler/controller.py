@@ -51,8 +51,9 @@ PLACEMENT_TIMEOUT_S = 60.0
 POLL_S = 0.2
 DELETE_TIMEOUT_S = 60
 RELEASE_TIMEOUT_S = 5
-"""How long a delete waits, after the replicas ended, for Ray to count their resources
-free; other Ray work on the cluster may have taken them meanwhile, so it then goes on."""
+"""How long a delete (or a training run's end) waits, after the replicas (or the trainer)
+ended, for Ray to count their resources free; other Ray work on the cluster may have
+taken them meanwhile, so it then goes on."""
 GONE = "its Serve application is gone (the cluster stopped or Serve was shut down)"
 UNUSABLE = (ServerStatus.FAILED, ServerStatus.DELETING)
 

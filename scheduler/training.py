@@ -20,12 +20,14 @@ from typing import Any
 import ray
 
 from preannotate.annotators.training import Epoch, TrainedModel, TrainingData, train
-from preannotate.cluster.capacity import ResourceRequest
+from preannotate.cluster.capacity import ResourceRequest, shows_free
 from preannotate.cluster.license import OPEN_SCOPE
+from preannotate.cluster.ray_cluster import nodes
 from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.manifest import MANIFEST_FILE
 from preannotate.hub.versions import WEIGHTS, manifest_for, next_version
+from preannotate.scheduler.controller import RELEASE_TIMEOUT_S, poll_until
 from preannotate.store import JobState, Store
 
 
@@ -58,6 +60,10 @@ class Trainer:
         """Stream each epoch as it ends, then the trained model."""
         trained = yield from train(spec, data, base)
         yield TrainedArchive.of(trained)
+
+    def node_id(self) -> str:
+        """The node whose resources the run holds."""
+        return ray.get_runtime_context().get_node_id()
 
 
 def training_request(spec: TrainingSpec, base: HubModel | None) -> ResourceRequest:
@@ -116,10 +122,14 @@ class TrainingJob:
 
     async def _train(self) -> TrainedArchive:
         """Run the trainer actor, recording each epoch as it streams in. The actor is killed
-        however this ends, so a cancel gives its resources back at once."""
-        options = training_request(self.spec, self.base).actor_options()
-        trainer = Trainer.options(**options).remote()
+        however this ends, and the job ends once Ray counts its resources free again, as a
+        server's delete does: a deploy right after a cancel is not refused against Ray's
+        older view."""
+        request = training_request(self.spec, self.base)
+        trainer = Trainer.options(**request.actor_options()).remote()
+        node = None
         try:
+            node = await trainer.node_id.remote()
             async for ref in trainer.run.remote(self.spec, self.data, self.base):
                 event = await ref
                 if isinstance(event, TrainedArchive):
@@ -127,6 +137,11 @@ class TrainingJob:
                 await asyncio.to_thread(self._record, event)
         finally:
             ray.kill(trainer)
+            if node is not None:
+                held = {node: request.per_replica()}
+                await asyncio.to_thread(
+                    poll_until, lambda: shows_free(nodes(), held), RELEASE_TIMEOUT_S
+                )
         raise RuntimeError("the trainer stopped before it sent the model")
 
     def _record(self, event: Epoch) -> None:
