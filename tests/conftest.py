@@ -3,6 +3,7 @@
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -192,14 +193,30 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     cluster.shutdown()
 
 
+@contextmanager
+def servers_deleted_after(admin: httpx.Client) -> Iterator[None]:
+    """Delete, at the end of the block, the servers deployed during it (by its requests or
+    by the scheduler for them), and only those: a server that a module's fixture holds for
+    the module's tests stays up for them."""
+    before = {server["id"] for server in admin.get("/servers").json()}
+    try:
+        yield
+    finally:
+        for server in admin.get("/servers").json():
+            if server["id"] not in before:
+                admin.delete(f"/servers/{server['id']}")
+
+
 @pytest.fixture
 def api(ray_cluster: RayCluster) -> Iterator[httpx.Client]:
-    """An HTTP client to the router; servers a test deployed are deleted afterwards."""
+    """An HTTP client to the router, as the admin; servers a test deployed are deleted
+    afterwards."""
     headers = {"Authorization": f"Bearer {ray_cluster.admin_token}"}
-    with httpx.Client(base_url=ray_cluster.url, timeout=120, headers=headers) as client:
+    with (
+        httpx.Client(base_url=ray_cluster.url, timeout=120, headers=headers) as client,
+        servers_deleted_after(client),
+    ):
         yield client
-        for server in client.get("/servers").json():
-            client.delete(f"/servers/{server['id']}")
 
 
 @pytest.fixture(scope="session")

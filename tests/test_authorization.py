@@ -29,7 +29,7 @@ from preannotate.client.launch import admin_token
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
-from tests.conftest import RayCluster, labels_xml
+from tests.conftest import RayCluster, labels_xml, servers_deleted_after
 from tests.test_store import db_path, postgres_database, store, store_url  # noqa: F401
 
 HUGE = 2**63
@@ -166,10 +166,9 @@ def client(cluster: RayCluster, token: str) -> httpx.Client:
 def users(ray_cluster: RayCluster) -> Iterator[ExitStack]:
     """Closes the module's clients at its end, and deletes the servers it deployed."""
     with ExitStack() as stack:
+        http = stack.enter_context(client(ray_cluster, ray_cluster.admin_token))
+        stack.enter_context(servers_deleted_after(http))
         yield stack
-        with client(ray_cluster, ray_cluster.admin_token) as http:
-            for server in http.get("/servers").json():
-                http.delete(f"/servers/{server['id']}")
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ schema = refusing_semantics(schemathesis.openapi.from_dict(router.api.openapi())
 
 
 @schema.parametrize()
+@pytest.mark.usefixtures("api")  # deletes the servers that generated deploys started
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=DEADLINE_MS,

@@ -18,7 +18,14 @@ from preannotate.configs.prompts import PromptLibrary, parse_prompt, read_prompt
 from preannotate.configs.rules import RuleLibrary
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import validate_config
-from tests.conftest import EXAMPLES, ModelMaker, RayCluster, labels_xml, project
+from tests.conftest import (
+    EXAMPLES,
+    ModelMaker,
+    RayCluster,
+    labels_xml,
+    project,
+    servers_deleted_after,
+)
 
 EXAMPLE = EXAMPLES / "prompts" / "project.json"
 PERSON_Q = {"type": "entity", "name": "person_q", "label": "PERSON", "questions": ["Who?"]}
@@ -180,9 +187,8 @@ def clients(ray_cluster: RayCluster) -> Iterator[dict[str, httpx.Client]]:
         users[who] = httpx.Client(
             base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}
         )
-    yield users
-    for server in admin.get("/servers").json():
-        admin.delete(f"/servers/{server['id']}")
+    with servers_deleted_after(admin):
+        yield users
     for client in users.values():
         client.close()
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from preannotate.client.cli import app
 from preannotate.configs.files import FileReferenceError, resolve
 from preannotate.hub.catalog import Hub
-from tests.conftest import RayCluster
+from tests.conftest import RayCluster, servers_deleted_after
 from tests.test_documents import hostile, invoice, iou, region_box, true_boxes
 from tests.test_jobs import wait_job
 from tests.test_pipeline import add_classifier
@@ -79,7 +79,10 @@ def boxes(result: list[dict], label: str, page: int | None = None) -> list[dict]
 def annotated(ray_cluster: RayCluster) -> dict:
     """One project with the invoice PDF and its scan uploaded and pre-annotated."""
     headers = {"Authorization": f"Bearer {ray_cluster.admin_token}"}
-    with httpx.Client(base_url=ray_cluster.url, timeout=120, headers=headers) as client:
+    with (
+        httpx.Client(base_url=ray_cluster.url, timeout=120, headers=headers) as client,
+        servers_deleted_after(client),
+    ):
         project = create_project(client)
         scan = invoice()[0].get_pixmap(dpi=200).tobytes("png")
         uploaded = upload(client, project, ("invoice.pdf", invoice().tobytes()), ("scan.png", scan))
@@ -89,8 +92,6 @@ def annotated(ray_cluster: RayCluster) -> dict:
         assert job["state"] == "succeeded" and job["failed"] == 0, job["errors"]
         results = {f["name"]: latest(client, f["task_id"]) for f in files}
         yield {"project": project, "files": files, "job": job, "results": results}
-        for server in client.get("/servers").json():
-            client.delete(f"/servers/{server['id']}")
 
 
 def test_uploads_become_tasks_and_boxes_land_on_the_words(annotated: dict) -> None:
