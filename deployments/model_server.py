@@ -1,13 +1,13 @@
 """The Serve deployment of one pre-annotation server.
 
-Each replica loads its pipeline once; interactive calls and bulk jobs share that one load
-through two lanes (`lanes.py`), interactive first. Interactive calls come over HTTP
-straight from Serve's ingress (`server_ingress.py`) or through the router's handle.
+Each replica loads its pipeline for interactive calls (`interactive_lane.py`), which come
+over HTTP straight from Serve's ingress (`server_ingress.py`) or through the router's
+handle; bulk batches run in a child process of the replica with a pipeline of its own
+(`bulk_process.py`), so an interactive call never waits for one.
 """
 
 import asyncio
-import sys
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
@@ -15,23 +15,14 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
-from preannotate.annotators.llm import CONCURRENCY, REQUEST_TIMEOUT_S, ProviderAccess
-from preannotate.annotators.visual_pipeline import pipeline_for
 from preannotate.cluster.deploy_spec import DeploySpec
-from preannotate.configs.project import ProjectConfig
 from preannotate.deployments.access_cache import AccessCache
-from preannotate.deployments.lanes import Lanes
+from preannotate.deployments.bulk_process import BulkProcess, PipelineSetup
+from preannotate.deployments.interactive_lane import InteractiveLane
 from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
 from preannotate.deployments.server_ingress import PredictIngress
-from preannotate.hub.catalog import Hub
-from preannotate.hub.validation import ValidatedConfig, validate_config
+from preannotate.hub.validation import ValidatedConfig
 from preannotate.store import Store
-from preannotate.store.providers import open_key
-
-SWITCH_INTERVAL_S = 0.001
-"""How long the bulk lane's thread may hold the GIL while an interactive request waits for
-it (Python's default is 5 ms, paid several times per request during a bulk job)."""
-
 
 DRAIN_CHECK_S = 0.5
 """How often a stopping replica checks whether its requests are done. Serve's default,
@@ -53,16 +44,17 @@ class ModelServer:
         database_url: str,
         providers: dict[str, dict[str, Any]] | None = None,
     ):
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.server_id = server_id
         store = Store(database_url, create_schema=False)  # the control plane made the schema
         self.ingress = PredictIngress(server_id, AccessCache(store))
-        hub = Hub(Path(hub_root))
-        self.config = validate_config(ProjectConfig.model_validate(project), hub)
-        self.pipeline = pipeline_for(self.config, hub)
-        if providers:
-            self.pipeline.connect_providers(open_providers(providers))
-        self.lanes = Lanes(lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)])
+        setup = PipelineSetup(project, hub_root, providers)
+        self.pipeline = setup.build()
+        self.interactive = InteractiveLane(
+            lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)]
+        )
+        self.bulk = BulkProcess(setup)
+        self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
+        """Batches go to the bulk process in the order they came."""
         self.latency = LaneLatency(server_id)
 
     async def __call__(self, request: Request) -> Response:
@@ -71,38 +63,26 @@ class ModelServer:
         return await self.ingress.respond(request, self.predict)
 
     async def predict(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The interactive lane: one prediction (or error) per task, in order, ahead of bulk
-        work. A call goes straight to a lane thread: no `@serve.batch` queue, which cost a
-        few ms per call; calls that wait for the pipeline run together there (`Lanes`)."""
+        """The interactive lane: one prediction (or error) per task, in order. A call goes
+        straight to a lane thread: no `@serve.batch` queue, which cost a few ms per call;
+        calls that wait for the pipeline run together there (`InteractiveLane`)."""
         with self.latency.timed(INTERACTIVE):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self.lanes.interactive_lane, self.lanes.interactive, tasks
-            )
+            return await loop.run_in_executor(self.interactive.threads, self.interactive, tasks)
 
     async def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The bulk lane: a job's batch, in slices that yield to interactive calls."""
+        """The bulk lane: a job's batch, run by the replica's bulk process."""
         loop = asyncio.get_running_loop()
         with self.latency.timed(BULK):
-            return await loop.run_in_executor(self.lanes.bulk_lane, self.lanes.bulk, tasks)
+            return await loop.run_in_executor(self.bulk_lane, self.bulk.annotate, tasks)
 
+    def check_health(self) -> None:
+        """Serve's periodic check (`health_check_period_s`): also hands back the bulk
+        process's memory once no job has sent a batch for a while."""
+        self.bulk.stop_if_idle()
 
-def open_providers(sealed: dict[str, dict[str, Any]]) -> dict[str, ProviderAccess]:
-    """The providers the server's external prompts call, their keys opened here, in the
-    replica, with the operator's secret key from its environment: only the sealed keys
-    cross Ray. `ProviderAccess` leaves the key out of its repr, so no log line shows it."""
-    return {
-        name: ProviderAccess(
-            name=name,
-            kind=p["kind"],
-            base_url=p["base_url"],
-            api_key=open_key(p["sealed_key"], name),
-            api_version=p["api_version"],
-            timeout_s=p["timeout_s"] or REQUEST_TIMEOUT_S,
-            concurrency=p["concurrency"] or CONCURRENCY,
-        )
-        for name, p in sealed.items()
-    }
+    def __del__(self) -> None:
+        self.bulk.close()
 
 
 def model_server_app(

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import ray
 from ray.util.state import get_actor
 
@@ -128,6 +129,16 @@ def _sigkill(actor) -> None:
     os.kill(get_actor(actor._actor_id.hex()).pid, signal.SIGKILL)
 
 
+def _bulk_processes(server_id: str) -> list[psutil.Process]:
+    """The child processes that run the bulk batches of the server's replica."""
+    replica = psutil.Process(get_actor(_replica_actor(server_id)._actor_id.hex()).pid)
+    return [
+        child
+        for child in replica.children()
+        if "preannotate.deployments.bulk_process" in child.cmdline()
+    ]
+
+
 FAULT_JOB_TASKS = 5_000
 
 
@@ -135,7 +146,10 @@ def test_sigkilled_replica_and_sigkilled_scheduler_lose_nothing(api: httpx.Clien
     project = make_project(api, FAULT_JOB_TASKS)
     job = run_job(api, project)
     wait_progress(api, job["id"], 500)
+    [bulk] = _bulk_processes(job["server_id"])
     _sigkill(_replica_actor(job["server_id"]))
+    _, left = psutil.wait_procs([bulk], timeout=30)
+    assert left == []  # the replica's bulk process did not outlive it
     wait_progress(api, job["id"], 1500)
     _sigkill(ray.get_actor(SCHEDULER_NAME))
     final = wait_job(api, job["id"])
@@ -147,6 +161,7 @@ def test_deleting_the_server_cancels_its_job_and_keeps_predictions(api: httpx.Cl
     project = make_project(api, FAULT_JOB_TASKS)
     job = run_job(api, project)
     wait_progress(api, job["id"], 500)
+    bulk = _bulk_processes(job["server_id"])
     assert api.delete(f"/servers/{job['server_id']}").status_code == 200
     final = wait_job(api, job["id"])
     assert (
@@ -155,6 +170,8 @@ def test_deleting_the_server_cancels_its_job_and_keeps_predictions(api: httpx.Cl
     )
     counts = prediction_counts(api, project)
     assert sum(counts) == final["done"] >= 500 and set(counts) == {0, 1}
+    _, left = psutil.wait_procs(bulk, timeout=30)
+    assert len(bulk) == 1 and left == []  # the delete ended the replica's bulk process
 
 
 def test_two_projects_run_jobs_at_the_same_time(api: httpx.Client) -> None:

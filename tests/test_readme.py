@@ -10,7 +10,7 @@ from preannotate.client.cli import up
 from preannotate.configs.rules import MAX_DICTIONARY_TERMS, MAX_PATTERN_CHARS
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.access_cache import TOKEN_CACHE_S
-from preannotate.deployments.lanes import BUSY_FOR_S, BUSY_SLICE, IDLE_SLICE
+from preannotate.deployments.bulk_process import IDLE_S
 from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.hub.validation import MAX_MODELS
 from preannotate.scheduler.bulk import BATCH_SIZE, IN_FLIGHT
@@ -24,8 +24,7 @@ HOLDOUT = TrainingSpec.model_fields["holdout"].default
 @pytest.mark.parametrize(
     "phrase",
     [
-        f"slices of {IDLE_SLICE} documents while nobody calls interactively",
-        f"(`BUSY_SLICE` = {BUSY_SLICE}) for {BUSY_FOR_S:g} seconds after an interactive call",
+        f"ends after {IDLE_S:g} seconds without one (`IDLE_S`)",
         f"sends batches of {BATCH_SIZE} to the server's replicas",
         f"at most {IN_FLIGHT} batches in flight",
         f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",

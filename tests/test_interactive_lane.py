@@ -1,47 +1,25 @@
-"""Interactive calls overtake bulk batches between slices, and calls that wait for the
-pipeline run together (no Ray: plain threads)."""
+"""Interactive calls that wait for the pipeline run together, each with its own answer
+(no Ray: plain threads)."""
 
 import threading
 
 import pytest
 
-from preannotate.deployments.lanes import TOGETHER_TASKS, Lanes
+from preannotate.deployments.interactive_lane import TOGETHER_TASKS, InteractiveLane
 
 
-def test_an_interactive_call_waits_for_at_most_the_running_bulk_slice() -> None:
-    calls: list[str] = []
-    first_slice_started = threading.Event()
-    release = threading.Event()
-
-    def annotate(tasks: list[dict]) -> list[dict]:
-        calls.append(tasks[0]["lane"])
-        if len(calls) == 1:
-            first_slice_started.set()
-            release.wait(10)
-        return tasks
-
-    lanes = Lanes(annotate, idle_slice=2, busy_slice=1)
-    bulk = lanes.bulk_lane.submit(lanes.bulk, [{"lane": "bulk"}] * 8)
-    assert first_slice_started.wait(10)
-    interactive = lanes.interactive_lane.submit(lanes.interactive, [{"lane": "interactive"}])
-    while not lanes._interactive_calls:  # the call is queued behind the running slice
-        threading.Event().wait(0.001)
-    release.set()
-    assert interactive.result(10) == [{"lane": "interactive"}]
-    assert len(bulk.result(10)) == 8
-    assert calls == ["bulk", "interactive"] + ["bulk"] * 6  # after it, slices of one
-
-
-def _queue_behind_a_running_call(lanes: Lanes, release: threading.Event, *calls: list[dict]):
+def _queue_behind_a_running_call(
+    lane: InteractiveLane, release: threading.Event, *calls: list[dict]
+):
     """Start a call that holds the pipeline until `release`, then the `calls`, which wait
     for it; returns their futures once all of them are waiting."""
-    first = lanes.interactive_lane.submit(lanes.interactive, [{"n": "first"}])
-    while not lanes._pipeline.locked():
+    first = lane.threads.submit(lane, [{"n": "first"}])
+    while not lane._leading or lane._waiting:  # until it took itself as its batch
         threading.Event().wait(0.001)
     futures = []
     for call in calls:  # one at a time, so they queue in this order
-        futures.append(lanes.interactive_lane.submit(lanes.interactive, call))
-        while len(lanes._waiting) < len(futures):
+        futures.append(lane.threads.submit(lane, call))
+        while len(lane._waiting) < len(futures):
             threading.Event().wait(0.001)
     release.set()
     first.result(10)
@@ -58,9 +36,9 @@ def test_calls_that_wait_for_the_pipeline_run_together_and_each_gets_its_own_ans
             release.wait(10)
         return [{"answer": t["n"]} for t in tasks]
 
-    lanes = Lanes(annotate)
+    lane = InteractiveLane(annotate)
     calls = [[{"n": 1}], [{"n": 2}, {"n": 3}], [{"n": 4}]]
-    futures = _queue_behind_a_running_call(lanes, release, *calls)
+    futures = _queue_behind_a_running_call(lane, release, *calls)
     answers = [f.result(10) for f in futures]
     assert answers == [[{"answer": 1}], [{"answer": 2}, {"answer": 3}], [{"answer": 4}]]
     assert batches == [["first"], [1, 2, 3, 4]]  # one pipeline call for the three
@@ -76,9 +54,9 @@ def test_a_call_that_fails_the_shared_batch_fails_alone() -> None:
             raise ValueError("a bad task")
         return tasks
 
-    lanes = Lanes(annotate)
+    lane = InteractiveLane(annotate)
     good, bad, other = _queue_behind_a_running_call(
-        lanes, release, [{"n": 1}], [{"n": "bad"}], [{"n": 2}]
+        lane, release, [{"n": 1}], [{"n": "bad"}], [{"n": 2}]
     )
     assert good.result(10) == [{"n": 1}] and other.result(10) == [{"n": 2}]
     with pytest.raises(ValueError, match="a bad task"):
@@ -95,10 +73,10 @@ def test_waiting_calls_join_a_batch_up_to_its_size_oldest_first() -> None:
             release.wait(10)
         return tasks
 
-    lanes = Lanes(annotate)
+    lane = InteractiveLane(annotate)
     half = TOGETHER_TASKS // 2
     calls = [[{"n": i}] * half for i in range(3)]  # three halves: two batches
-    futures = _queue_behind_a_running_call(lanes, release, *calls)
+    futures = _queue_behind_a_running_call(lane, release, *calls)
     assert [len(f.result(10)) for f in futures] == [half] * 3
     assert batches == [["first"], [0, 1], [2]]
 
@@ -118,11 +96,11 @@ def test_a_pipeline_that_miscounts_or_exits_ends_every_waiting_call() -> None:
             raise SystemExit("stopping")
         return tasks[1:]  # one answer short
 
-    lanes = Lanes(annotate)
-    for future in _queue_behind_a_running_call(lanes, release, [{"n": 1}], [{"n": 2}]):
+    lane = InteractiveLane(annotate)
+    for future in _queue_behind_a_running_call(lane, release, [{"n": 1}], [{"n": 2}]):
         with pytest.raises(SystemExit):
             future.result(10)
     exits, release = False, threading.Event()
-    for future in _queue_behind_a_running_call(lanes, release, [{"n": 1}], [{"n": 2}]):
+    for future in _queue_behind_a_running_call(lane, release, [{"n": 1}], [{"n": 2}]):
         with pytest.raises(RuntimeError, match="gave 0 answers to 1 tasks"):
             future.result(10)
