@@ -92,7 +92,7 @@ def latency_during_job(
     tasks/s the job kept meanwhile."""
     path = f"/servers/{server}/predict"
     job = client.preannotate(project_id, server_id=server)
-    while client.job(job["id"])["state"] != "running":
+    while not client.job(job["id"])["done"]:  # the bulk process is loaded and working
         time.sleep(0.05)
     started, done_before = time.perf_counter(), client.job(job["id"])["done"]
     samples = [single_task_latency(http, path, task) for task in tasks[:count]]
