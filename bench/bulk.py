@@ -2,11 +2,13 @@
 job's peak memory for a small and a large job.
 
 Run: `.venv/bin/python bench/bulk.py [--tasks 10000] [--small 1000] [--large 100000]`.
-In one run it measures (throughputs as the best of `--rounds` runs, as this machine's
-speed varies from minute to minute): tasks/s of the annotators pipeline called directly (batches of
+In one run it measures: tasks/s of the annotators pipeline called directly (batches of
 64); tasks/s of a bulk job (store -> scheduler -> server -> store) with one replica and
-with two replicas; and the peak memory (RSS) of the scheduler process, where jobs run,
-during a job over `--small` and over `--large` tasks.
+with two replicas, `--rounds` times each, every job right after a run of the pipeline in
+this process, so that each ratio compares two figures taken within seconds (this
+machine's speed drifts by a tenth from minute to minute); and the peak memory (RSS) of
+the scheduler process, where jobs run, during a job over `--small` and over `--large`
+tasks.
 
 For reading the two-replica figure it also measures what the machine allows: two bare
 pipeline processes started together (no Ray, no store), and the CPU that Ray, Serve and
@@ -153,6 +155,17 @@ def timed_job(
     return job, peak.stop() if peak else 0
 
 
+def paired_rounds(
+    client: Client, project_id: int, pipeline: Pipeline, tasks: list[dict], rounds: int
+) -> list[tuple[float, float]]:
+    """(the job's tasks/s, the pipeline's in this process just before it) per round."""
+    pairs = []
+    for _ in range(rounds):
+        direct = in_process_rate(pipeline, tasks)
+        pairs.append((timed_job(client, project_id)[0]["rate"], direct))
+    return pairs
+
+
 def deployed(client: Client, project_id: int) -> str:
     server = client.deploy(project_id)["id"]
     client.wait_until_ready(server)
@@ -186,7 +199,7 @@ def main() -> None:
             server = deployed(client, project)
             if replicas == 2:
                 quiet = idle_cores()
-            rates[replicas] = max(timed_job(client, project)[0]["rate"] for _ in range(args.rounds))
+            rates[replicas] = paired_rounds(client, project, pipeline, tasks, args.rounds)
             if replicas == 1:
                 idle = InteractiveProbe(url, token, server)
                 for _ in range(50):
@@ -206,11 +219,10 @@ def main() -> None:
     ingress = args.ingress or default_ingress()
     print(f"tasks: {args.tasks} (news example), 2 CPUs, {ingress} ingress")
     print(f"pipeline in one process:         {direct:7.1f} tasks/s")
-    for replicas, rate in rates.items():
-        print(
-            f"bulk job, {replicas} replica(s):          {rate:7.1f} tasks/s "
-            f"({rate / direct:.2f} of direct)"
-        )
+    for replicas, pairs in rates.items():
+        ratios = ", ".join(f"{job / alone:.2f} ({job:.1f} / {alone:.1f})" for job, alone in pairs)
+        best = max(job / alone for job, alone in pairs)
+        print(f"bulk job, {replicas} replica(s): {best:.2f} of direct; rounds: {ratios}")
     print(
         f"two bare pipeline processes:     {bare_two:7.1f} tasks/s "
         f"({bare_two / direct:.2f} of direct: the machine's ceiling)"
