@@ -30,6 +30,11 @@ INGRESSES = (HAPROXY, PYTHON)
 DRAIN_S = 0.5
 REPLICA_PORTS = 200
 """Ports for replicas' own HTTP (and gRPC) servers: one per ingress replica on a node."""
+HTTP_PORTS = (20_000, 26_000)
+GRPC_PORTS = (26_000, 32_000)
+"""Where the replicas' port blocks are looked for: above Ray's worker ports (10002 to
+19999) and below Linux's ephemeral ports (from 32768), which a busy node's outgoing
+connections take by the thousand, so that a whole block is found free."""
 
 
 def default_ingress() -> str:
@@ -49,8 +54,8 @@ def ingress_env(ingress: str) -> dict[str, str]:
             "the haproxy ingress needs the `haproxy` binary (Debian: apt-get install haproxy);"
             " or choose --ingress python"
         )
-    http_ports = free_port_block(REPLICA_PORTS, 20_000, 30_000)
-    grpc_ports = free_port_block(REPLICA_PORTS, 40_000, 45_000)
+    http_ports = free_port_block(REPLICA_PORTS, *HTTP_PORTS)
+    grpc_ports = free_port_block(REPLICA_PORTS, *GRPC_PORTS)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_ports),
