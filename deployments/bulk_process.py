@@ -133,6 +133,7 @@ class BulkProcess:
         )
         ok, value = self._exchange(child, self.setup)
         if not ok:
+            child.wait()  # it exits after saying why; reap it
             raise BulkProcessFailed(f"the bulk process could not load the pipeline: {value}")
         return child
 
