@@ -210,11 +210,17 @@ class Scheduler:
 
     def _start(self, job_id: int, server_id: str) -> None:
         handle: list[Any] = []
+        opening = asyncio.Lock()
+        """The job's first batch waits for the server and opens its handle; the batches
+        sent beside it wait for that instead of each reading Serve's state (0.1 to 0.25 s
+        apiece, all at once)."""
 
         async def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not handle:
-                await self._wait_ready(server_id)
-                handle.append(await asyncio.to_thread(serve.get_app_handle, server_id))
+                async with opening:
+                    if not handle:
+                        await self._wait_ready(server_id)
+                        handle.append(await asyncio.to_thread(serve.get_app_handle, server_id))
             try:
                 return await handle[0].annotate.remote(tasks)
             except Exception:
