@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.deployments.access_cache import AccessCache
-from preannotate.deployments.bulk_process import BulkProcess, PipelineSetup
+from preannotate.deployments.bulk_process import BATCHES_AT_CHILD, BulkProcess, PipelineSetup
 from preannotate.deployments.interactive_lane import InteractiveLane
 from preannotate.deployments.latency import BULK, INTERACTIVE, LaneLatency
 from preannotate.deployments.server_ingress import PredictIngress
@@ -61,8 +61,8 @@ class ModelServer:
             lambda tasks: [p.as_json() for p in self.pipeline.annotate(tasks)]
         )
         self.bulk = BulkProcess(setup)
-        self.bulk_lane = ThreadPoolExecutor(1, thread_name_prefix="bulk")
-        """Batches go to the bulk process in the order they came."""
+        self.bulk_lane = ThreadPoolExecutor(BATCHES_AT_CHILD, thread_name_prefix="bulk")
+        """Each thread waits for one batch's answer: the bulk process holds as many."""
         self.latency = LaneLatency(server_id)
 
     async def __call__(self, request: Request) -> Response:

@@ -6,12 +6,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
 from preannotate.configs.project import load_project_config
-from preannotate.deployments.bulk_process import BulkProcess, BulkProcessFailed, PipelineSetup
+from preannotate.deployments.bulk_process import (
+    BATCHES_AT_CHILD,
+    BulkProcess,
+    BulkProcessFailed,
+    PipelineSetup,
+)
 from preannotate.hub.catalog import Hub
 from tests.conftest import EXAMPLES
 
@@ -56,17 +63,41 @@ def test_the_bulk_process_answers_as_the_replicas_own_pipeline_then_ends_when_id
         bulk.close()
 
 
-def test_a_bulk_process_that_died_fails_its_batch_and_the_next_batch_starts_another(
+def test_batches_sent_together_each_get_their_own_answers(setup: PipelineSetup) -> None:
+    """The child holds a batch it runs and the next one; each caller gets its own."""
+    batches = [
+        [{"id": n, "data": {"text": f"{name} visited Paris on day {n}."}}]
+        for n, name in enumerate(["Angela Merkel", "Tim Cook", "Emmanuel Macron"] * 3)
+    ]
+    bulk = BulkProcess(setup)
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            answers = list(threads.map(bulk.annotate, batches))
+    finally:
+        bulk.close()
+    pipeline = setup.build()
+    assert answers == [[p.as_json() for p in pipeline.annotate(b)] for b in batches]
+
+
+def test_a_bulk_process_that_dies_fails_the_batches_it_owes_and_the_next_starts_another(
     setup: PipelineSetup,
 ) -> None:
     bulk = BulkProcess(setup)
+    long_batch = [
+        {"id": n, "data": {"text": "Angela Merkel met Tim Cook in Paris. " * 50}}
+        for n in range(400)
+    ]
     try:
         bulk.annotate(TASKS[:1])
         first = bulk.pid
         assert first is not None
-        os.kill(first, signal.SIGKILL)
-        with pytest.raises(BulkProcessFailed, match=r"the bulk process ended \(exit code -9\)"):
-            bulk.annotate(TASKS[:1])
+        with ThreadPoolExecutor(BATCHES_AT_CHILD) as threads:
+            owed = [threads.submit(bulk.annotate, long_batch) for _ in range(BATCHES_AT_CHILD)]
+            time.sleep(0.5)  # one batch running in the child, the next waiting in its pipe
+            os.kill(first, signal.SIGKILL)
+            for answer in owed:
+                with pytest.raises(BulkProcessFailed, match=r"ended \(exit code -9\)"):
+                    answer.result(timeout=30)
         assert bulk.annotate(TASKS[:1])[0]["result"]
         assert bulk.pid not in (None, first)
     finally:
