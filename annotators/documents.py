@@ -13,7 +13,7 @@ these types does not load them.
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
@@ -222,19 +222,23 @@ def _open_image(data: bytes, kind: Kind, limits: DocumentLimits) -> "Image":
     return image
 
 
-def _frames(image: "Image", limits: DocumentLimits) -> Iterator["Image"]:
-    """Each frame (TIFF pages) decoded as RGB and turned upright by its EXIF orientation,
-    after its own pixel check."""
+def _frames(
+    image: "Image", limits: DocumentLimits, only: Collection[int] | None = None
+) -> Iterator[tuple[int, "Image"]]:
+    """Each frame (TIFF pages), or those in `only`, with its index: decoded as RGB and
+    turned upright by its EXIF orientation, after its own pixel check."""
     from PIL import ImageOps
 
     for index in range(getattr(image, "n_frames", 1)):
+        if only is not None and index not in only:
+            continue
         image.seek(index)
         _check_pixels(index, image.width, image.height, limits)
         try:
             frame = ImageOps.exif_transpose(image).convert("RGB")  # as a browser shows it
         except (OSError, SyntaxError, ValueError) as exc:
             raise DocumentError(f"the image is corrupt (page {index + 1}): {exc}") from None
-        yield frame
+        yield index, frame
 
 
 def inspect_document(
@@ -258,22 +262,27 @@ def inspect_document(
 
 
 def read_document(
-    source: bytes | Path, name: str | None = None, limits: DocumentLimits = DEFAULT_LIMITS
+    source: bytes | Path,
+    name: str | None = None,
+    limits: DocumentLimits = DEFAULT_LIMITS,
+    only: Collection[int] | None = None,
 ) -> list[Page]:
-    """The words of every page, from the PDF text layer or by OCR; DocumentError when the
-    document cannot be read or breaks a limit."""
+    """The words of every page, or of the pages in `only` (indexes from 0; those the
+    document lacks are left out), from the PDF text layer or by OCR; DocumentError when
+    the document cannot be read or breaks a limit."""
     data = _load(source, limits)
     kind = sniff_kind(data, name)
     if kind != "pdf":
         image = _open_image(data, kind, limits)
         return [
             _ocr_page(index, frame, frame.width, frame.height, limits)
-            for index, frame in enumerate(_frames(image, limits))
+            for index, frame in _frames(image, limits, only)
         ]
     doc = _open_pdf(data, limits)
     try:
         with _mupdf_errors():
-            return [_pdf_page(index, page, limits) for index, page in enumerate(doc)]
+            indexes = range(doc.page_count) if only is None else sorted(only)
+            return [_pdf_page(i, doc[i], limits) for i in indexes if 0 <= i < doc.page_count]
     finally:
         doc.close()
 
@@ -368,9 +377,8 @@ def page_image(
     kind = sniff_kind(data, name)
     if kind != "pdf":
         image = _open_image(data, kind, limits)
-        for number, frame in enumerate(_frames(image, limits)):
-            if number == index:
-                return frame
+        for _, frame in _frames(image, limits, {index}):
+            return frame
         raise DocumentError(f"the image has no page {index + 1}")
     doc = _open_pdf(data, limits)
     try:

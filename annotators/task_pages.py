@@ -7,9 +7,7 @@ whose position is the page's `item_index`. References resolve through
 `configs/files.py`, so nothing else on disk or on the network is ever opened.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +42,12 @@ class DocumentPage:
     item_index: int | None
 
 
-def _count_pages(path: Path, limits: DocumentLimits) -> int:
-    return inspect_document(path, path.name, limits).pages
-
-
 def page_refs(
-    image: ObjectTag,
-    data: dict[str, Any],
-    root: Path | None,
-    limits: DocumentLimits,
-    count_pages: Callable[[Path], int] | None = None,
+    image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
 ) -> list[PageRef]:
-    """The task's pages, in order. Each file's pages are counted once, by `count_pages`
-    (by default with no OCR: the file is only checked and counted). Raises `ValueError`
-    (a `DocumentError` or a refused reference) with the reason."""
-    if count_pages is None:
-        count_pages = partial(_count_pages, limits=limits)
+    """The task's pages, in order. Each file's pages are counted once, with no OCR (the
+    file is only checked and counted). Raises `ValueError` (a `DocumentError` or a
+    refused reference) with the reason."""
     value = data.get(image.value)
     refs = value if image.value_list else [value]
     if not isinstance(refs, list) or not refs:
@@ -69,7 +57,7 @@ def page_refs(
     for position, ref in enumerate(refs):
         found = resolve(ref, root)
         if found.path not in counts:
-            counts[found.path] = count_pages(found.path)
+            counts[found.path] = inspect_document(found.path, found.path.name, limits).pages
         count = counts[found.path]
         if found.page is not None and found.page >= count:
             raise ValueError(f"'{ref}' names page {found.page + 1}; the document has {count}")
@@ -85,14 +73,17 @@ def page_refs(
 def document_pages(
     image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
 ) -> list[DocumentPage]:
-    """The task's pages with their words (each file opened and read once)."""
-    read: dict[Path, list[Page]] = {}
-
-    def read_pages(path: Path) -> int:
-        read[path] = read_document(path, path.name, limits)
-        return len(read[path])
-
-    refs = page_refs(image, data, root, limits, read_pages)
+    """The task's pages with their words. Pages are counted first, without OCR, so a
+    reference to a page the document lacks is refused before anything is read; then each
+    file is opened once and only the pages the task names are read."""
+    refs = page_refs(image, data, root, limits)
+    wanted: dict[Path, set[int]] = {}
+    for ref in refs:
+        wanted.setdefault(ref.path, set()).add(ref.index)
+    read = {
+        path: {page.index: page for page in read_document(path, path.name, limits, indexes)}
+        for path, indexes in wanted.items()
+    }
     return [DocumentPage(ref.path, read[ref.path][ref.index], ref.item_index) for ref in refs]
 
 

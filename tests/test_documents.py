@@ -26,6 +26,8 @@ from preannotate.annotators.page_text import PageText, page_text
 from preannotate.annotators.regions import region_spans, span_regions
 from preannotate.annotators.render import label_colour, render_page
 from preannotate.annotators.spans import Source, Span
+from preannotate.annotators.task_pages import DocumentPage, document_pages
+from preannotate.configs.labeling import ObjectTag
 
 LINES = (
     [
@@ -325,3 +327,33 @@ def test_file_size_and_ocr_time_limits(digital: bytes, scanned_png: bytes, tmp_p
     with pytest.raises(DocumentError, match="OCR of page 1 took longer than 0.05 s"):
         read_document(scanned_png, "page.png", DocumentLimits(ocr_seconds=0.05))
     assert time.perf_counter() - start < 5  # quick even on a busy machine
+
+
+def test_a_task_names_pages_that_are_checked_before_and_only_those_read(
+    digital: bytes, tmp_path: Path
+) -> None:
+    """A page the document lacks is refused before any page is read (here the OCR limit
+    would otherwise answer first), and a task that names one page of a document has only
+    that page read: page 1, a scan, would break the OCR limit; page 2 has a text layer."""
+    mixed = pymupdf.open()
+    first = invoice()[0]
+    scan = mixed.new_page(width=first.rect.width, height=first.rect.height)
+    scan.insert_image(scan.rect, stream=first.get_pixmap(dpi=200).tobytes("png"))
+    mixed.insert_pdf(pymupdf.open("pdf", digital), from_page=1, to_page=1)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "mixed.pdf").write_bytes(mixed.tobytes())
+    pages = ObjectTag(name="image", kind="image", value="pages", value_list=True)
+    quick_ocr = DocumentLimits(ocr_seconds=0.05)
+
+    def read(*refs: str) -> list[DocumentPage]:
+        return document_pages(pages, {"pages": list(refs)}, tmp_path, quick_ocr)
+
+    with pytest.raises(
+        ValueError, match="'local://scans/mixed.pdf#page=3' names page 3; the document has 2"
+    ):
+        read("local://scans/mixed.pdf#page=2", "local://scans/mixed.pdf#page=3")
+    (second,) = read("local://scans/mixed.pdf#page=2")
+    assert (second.page.index, second.item_index, second.page.ocr) == (1, 0, False)
+    assert " ".join(w.text for w in second.page.words).startswith("Ship the parts to Mary")
+    with pytest.raises(DocumentError, match="OCR of page 1 took longer than 0.05 s"):
+        read("local://scans/mixed.pdf#page=1")
