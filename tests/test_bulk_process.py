@@ -93,7 +93,10 @@ def test_a_bulk_process_that_dies_fails_the_batches_it_owes_and_the_next_starts_
         assert first is not None
         with ThreadPoolExecutor(BATCHES_AT_CHILD) as threads:
             owed = [threads.submit(bulk.annotate, long_batch) for _ in range(BATCHES_AT_CHILD)]
-            time.sleep(0.5)  # one batch running in the child, the next waiting in its pipe
+            deadline = time.monotonic() + 30
+            while len(bulk._child.owed) < BATCHES_AT_CHILD:  # one running, one in the pipe
+                assert time.monotonic() < deadline, "the batches were not sent"
+                time.sleep(0.01)
             os.kill(first, signal.SIGKILL)
             for answer in owed:
                 with pytest.raises(BulkProcessFailed, match=r"ended \(exit code -9\)"):
