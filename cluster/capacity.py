@@ -130,18 +130,24 @@ class ServerHolding(BaseModel):
         return self.resources.get(key, 0.0) > EPSILON
 
 
-def shows_free(nodes: Sequence[NodeResources], held: dict[str, Resources]) -> bool:
-    """Whether every node shows what was held there (node_id -> resources) as free again,
-    up to the node's total: Ray's view of free resources follows an actor's end by a
-    moment, and a deploy checked against the older view would be refused."""
+def shows_free(
+    nodes: Sequence[NodeResources],
+    held: dict[str, Resources],
+    while_held: Sequence[NodeResources],
+) -> bool:
+    """Whether every node shows what was held there (node_id -> resources) freed: free on
+    top of what it showed free `while_held`, up to the node's total. Ray's view of free
+    resources follows an actor's end by a moment; a node with room to spare already
+    showed the held amount free before the release, so only the rise tells it came."""
     by_id = {node.node_id: node for node in nodes}
+    before = {node.node_id: node.available for node in while_held}
     for node_id, resources in held.items():
         node = by_id.get(node_id)
         if node is None:  # the node left the cluster: nothing on it to wait for
             continue
         for key, amount in resources.items():
-            wanted = min(amount, node.total.get(key, 0.0))
-            if node.available.get(key, 0.0) + EPSILON < wanted:
+            wanted = before.get(node_id, {}).get(key, 0.0) + amount
+            if node.available.get(key, 0.0) + EPSILON < min(wanted, node.total.get(key, 0.0)):
                 return False
     return True
 

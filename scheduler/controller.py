@@ -339,6 +339,7 @@ class DeployController:
             app = serve_snapshot().app(server_id)
             replicas = app.replicas if app else []
             held = holding(server, app.placed if app else [])
+            while_held = nodes()
             serve.delete(server_id, _blocking=False)  # Serve's own wait polls once a second
 
             def gone() -> bool:
@@ -347,7 +348,7 @@ class DeployController:
             if not poll_until(gone, DELETE_TIMEOUT_S):
                 raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
             # a moment more, until Ray counts the resources free (unless other work took them)
-            poll_until(lambda: shows_free(nodes(), held.per_node), RELEASE_TIMEOUT_S)
+            poll_until(lambda: shows_free(nodes(), held.per_node, while_held), RELEASE_TIMEOUT_S)
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)

@@ -136,11 +136,14 @@ class TrainingJob:
                     return event
                 await asyncio.to_thread(self._record, event)
         finally:
-            ray.kill(trainer)
+            try:
+                while_held = await asyncio.to_thread(nodes)  # the trainer still holds its share
+            finally:
+                ray.kill(trainer)
             if node is not None:
                 held = {node: request.per_replica()}
                 await asyncio.to_thread(
-                    poll_until, lambda: shows_free(nodes(), held), RELEASE_TIMEOUT_S
+                    poll_until, lambda: shows_free(nodes(), held, while_held), RELEASE_TIMEOUT_S
                 )
         raise RuntimeError("the trainer stopped before it sent the model")
 

@@ -307,14 +307,18 @@ def test_ray_cluster_yaml_declares_license_tokens_on_workers_only() -> None:
     )
 
 
-def test_a_delete_waits_until_each_node_shows_what_the_server_held_there_free() -> None:
+def test_a_delete_waits_until_each_node_shows_what_the_server_held_there_freed() -> None:
     held = {"a": {"CPU": 1, "license_token": 1}, "b": {"CPU": 0.5}}
-    lagging = [
-        node("a", {"CPU": 2, "license_token": 1}, {"CPU": 2}),  # Ray omits a used-up key
-        node("b", {"CPU": 2}, {"CPU": 1}),
+    while_held = [
+        node("a", {"CPU": 2, "license_token": 1}, {"CPU": 1}),  # Ray omits a used-up key
+        node("b", {"CPU": 2}, {"CPU": 1}),  # other work holds 0.5 there too
     ]
-    assert not shows_free(lagging, held)
-    freed = [node("a", {"CPU": 2, "license_token": 1}), node("b", {"CPU": 2}, {"CPU": 0.5})]
-    assert shows_free(freed, held)
-    assert shows_free([node("a", {"CPU": 0.5, "license_token": 1})], held)  # up to the total
-    assert shows_free([], held)  # the nodes left the cluster
+    assert not shows_free(while_held, held, while_held)
+    # b has room for the held 0.5 all along, but its free CPU has not risen yet
+    lagging = [node("a", {"CPU": 2, "license_token": 1}), node("b", {"CPU": 2}, {"CPU": 1})]
+    assert not shows_free(lagging, held, while_held)
+    freed = [node("a", {"CPU": 2, "license_token": 1}), node("b", {"CPU": 2}, {"CPU": 1.5})]
+    assert shows_free(freed, held, while_held)
+    shrunk = [node("a", {"CPU": 1.5, "license_token": 1}), node("b", {"CPU": 1.5})]
+    assert shows_free(shrunk, held, while_held)  # up to the node's total
+    assert shows_free([], held, while_held)  # the nodes left the cluster
