@@ -6,7 +6,7 @@ switch of the GIL on the way in and out (docs/architecture.md, "Interactive pred
 A replica therefore sends bulk batches to this child, which loads the same pipeline and
 runs them in its own interpreter, while the replica's pipeline answers interactive calls
 at once. The child starts with the first bulk batch (loading the model takes seconds,
-once per job), costs a second copy of the model while a job runs, and ends after
+once per spell of bulk work), costs a second copy of the model while a job runs, and ends after
 `IDLE_S` without bulk work, or with its replica: it reads end-of-file on its pipe.
 
 Run as `python -m preannotate.deployments.bulk_process`: the setup, then one batch after
@@ -188,7 +188,8 @@ class BulkProcess:
         with self._lock:
             if self._child is child:
                 self._child = None
-            failed = [child.owed.popleft() for _ in range(len(child.owed))]
+            failed = list(child.owed)
+            child.owed.clear()
         for answer in failed:
             answer.set_result((False, f"the bulk process ended (exit code {code})"))
 
