@@ -241,24 +241,75 @@ def _frames(
         yield index, frame
 
 
+class Document:
+    """An opened document that passed every check `inspect_document` makes: its kind and
+    page count are known, and its pages are read or drawn without opening it again, so a
+    task that counts its pages before reading them, or draws every page, opens each file
+    once. Made by `open_document`, which closes it."""
+
+    def __init__(self, data: bytes, name: str | None, limits: DocumentLimits) -> None:
+        self.kind = sniff_kind(data, name)
+        self.limits = limits
+        self._pdf: Any = None
+        self._image: Image | None = None
+        if self.kind == "pdf":
+            self._pdf = _open_pdf(data, limits)
+            self.pages: int = self._pdf.page_count
+            return
+        self._image = _open_image(data, self.kind, limits)
+        self.pages = getattr(self._image, "n_frames", 1)
+        for index in range(self.pages):
+            self._image.seek(index)
+            _check_pixels(index, self._image.width, self._image.height, limits)
+
+    def read(self, only: Collection[int] | None = None) -> list[Page]:
+        """The words of every page, or of the pages in `only` (indexes from 0; those the
+        document lacks are left out), from the PDF text layer or by OCR."""
+        if self._image is not None:
+            return [
+                _ocr_page(index, frame, frame.width, frame.height, self.limits)
+                for index, frame in _frames(self._image, self.limits, only)
+            ]
+        indexes = range(self.pages) if only is None else sorted(only)
+        with _mupdf_errors():
+            return [_pdf_page(i, self._pdf[i], self.limits) for i in indexes if 0 <= i < self.pages]
+
+    def image(self, index: int) -> "Image":
+        """Page `index` as annotators see it: a PDF page rendered at the DPI, or the image
+        frame."""
+        if not 0 <= index < self.pages:
+            raise DocumentError(
+                f"the document has {self.pages} page(s); there is no page {index + 1}"
+            )
+        if self._image is not None:
+            return next(frame for _, frame in _frames(self._image, self.limits, {index}))
+        with _mupdf_errors():
+            return _render(self._pdf[index], self.limits.dpi)
+
+    def close(self) -> None:
+        (self._pdf or self._image).close()
+
+
+@contextmanager
+def open_document(
+    source: bytes | Path, name: str | None = None, limits: DocumentLimits = DEFAULT_LIMITS
+) -> Iterator[Document]:
+    """The document, opened and checked (`DocumentError` with the reason when it breaks a
+    limit or cannot be read), closed at the end of the block."""
+    document = Document(_load(source, limits), name, limits)
+    try:
+        yield document
+    finally:
+        document.close()
+
+
 def inspect_document(
     source: bytes | Path, name: str | None = None, limits: DocumentLimits = DEFAULT_LIMITS
 ) -> DocumentInfo:
     """Everything that can be checked without OCR or decoding pixels: size, kind, encryption,
     corruption, truncation, pages and pixels per page. For refusing an upload up front."""
-    data = _load(source, limits)
-    kind = sniff_kind(data, name)
-    if kind == "pdf":
-        doc = _open_pdf(data, limits)
-        pages = doc.page_count
-        doc.close()
-        return DocumentInfo(kind, pages)
-    image = _open_image(data, kind, limits)
-    frames = getattr(image, "n_frames", 1)
-    for index in range(frames):
-        image.seek(index)
-        _check_pixels(index, image.width, image.height, limits)
-    return DocumentInfo(kind, frames)
+    with open_document(source, name, limits) as document:
+        return DocumentInfo(document.kind, document.pages)
 
 
 def read_document(
@@ -267,24 +318,10 @@ def read_document(
     limits: DocumentLimits = DEFAULT_LIMITS,
     only: Collection[int] | None = None,
 ) -> list[Page]:
-    """The words of every page, or of the pages in `only` (indexes from 0; those the
-    document lacks are left out), from the PDF text layer or by OCR; DocumentError when
-    the document cannot be read or breaks a limit."""
-    data = _load(source, limits)
-    kind = sniff_kind(data, name)
-    if kind != "pdf":
-        image = _open_image(data, kind, limits)
-        return [
-            _ocr_page(index, frame, frame.width, frame.height, limits)
-            for index, frame in _frames(image, limits, only)
-        ]
-    doc = _open_pdf(data, limits)
-    try:
-        with _mupdf_errors():
-            indexes = range(doc.page_count) if only is None else sorted(only)
-            return [_pdf_page(i, doc[i], limits) for i in indexes if 0 <= i < doc.page_count]
-    finally:
-        doc.close()
+    """The words of every page, or of the pages in `only` (`Document.read`); DocumentError
+    when the document cannot be read or breaks a limit."""
+    with open_document(source, name, limits) as document:
+        return document.read(only)
 
 
 def _pdf_page(index: int, page: Any, limits: DocumentLimits) -> Page:
@@ -372,19 +409,6 @@ def page_image(
     name: str | None = None,
     limits: DocumentLimits = DEFAULT_LIMITS,
 ) -> "Image":
-    """The page as annotators see it: a PDF page rendered at the DPI, or the image frame."""
-    data = _load(source, limits)
-    kind = sniff_kind(data, name)
-    if kind != "pdf":
-        image = _open_image(data, kind, limits)
-        for _, frame in _frames(image, limits, {index}):
-            return frame
-        raise DocumentError(f"the image has no page {index + 1}")
-    doc = _open_pdf(data, limits)
-    try:
-        if not 0 <= index < doc.page_count:
-            raise DocumentError(f"the PDF has no page {index + 1}")
-        with _mupdf_errors():
-            return _render(doc[index], limits.dpi)
-    finally:
-        doc.close()
+    """The page as annotators see it (`Document.image`)."""
+    with open_document(source, name, limits) as document:
+        return document.image(index)

@@ -7,17 +7,18 @@ whose position is the page's `item_index`. References resolve through
 `configs/files.py`, so nothing else on disk or on the network is ever opened.
 """
 
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from preannotate.annotators.documents import (
     DEFAULT_LIMITS,
+    Document,
     DocumentLimits,
     Page,
-    inspect_document,
-    page_image,
-    read_document,
+    open_document,
 )
 from preannotate.annotators.render import render_page
 from preannotate.configs.files import resolve
@@ -42,23 +43,36 @@ class DocumentPage:
     item_index: int | None
 
 
+@contextmanager
+def _documents(limits: DocumentLimits) -> Iterator[Callable[[Path], Document]]:
+    """A function that opens each file the first time it is asked for (`open_document`) and
+    then hands out the same document; all of them are closed at the end of the block. A
+    task's files thus stay open together, from counting their pages until they are read."""
+    with ExitStack() as stack:
+        opened: dict[Path, Document] = {}
+
+        def document(path: Path) -> Document:
+            if path not in opened:
+                opened[path] = stack.enter_context(open_document(path, path.name, limits))
+            return opened[path]
+
+        yield document
+
+
 def page_refs(
-    image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
+    image: ObjectTag, data: dict[str, Any], root: Path | None, document: Callable[[Path], Document]
 ) -> list[PageRef]:
-    """The task's pages, in order. Each file's pages are counted once, with no OCR (the
-    file is only checked and counted). Raises `ValueError` (a `DocumentError` or a
-    refused reference) with the reason."""
+    """The task's pages, in order, each file opened through `document` and its pages
+    counted, with no OCR. Raises `ValueError` (a `DocumentError` or a refused reference)
+    with the reason."""
     value = data.get(image.value)
     refs = value if image.value_list else [value]
     if not isinstance(refs, list) or not refs:
         raise ValueError(f"data.{image.value} must list the document's pages")
-    counts: dict[Path, int] = {}
     out = []
     for position, ref in enumerate(refs):
         found = resolve(ref, root)
-        if found.path not in counts:
-            counts[found.path] = inspect_document(found.path, found.path.name, limits).pages
-        count = counts[found.path]
+        count = document(found.path).pages
         if found.page is not None and found.page >= count:
             raise ValueError(f"'{ref}' names page {found.page + 1}; the document has {count}")
         if image.value_list:
@@ -73,17 +87,18 @@ def page_refs(
 def document_pages(
     image: ObjectTag, data: dict[str, Any], root: Path | None, limits: DocumentLimits
 ) -> list[DocumentPage]:
-    """The task's pages with their words. Pages are counted first, without OCR, so a
-    reference to a page the document lacks is refused before anything is read; then each
-    file is opened once and only the pages the task names are read."""
-    refs = page_refs(image, data, root, limits)
-    wanted: dict[Path, set[int]] = {}
-    for ref in refs:
-        wanted.setdefault(ref.path, set()).add(ref.index)
-    read = {
-        path: {page.index: page for page in read_document(path, path.name, limits, indexes)}
-        for path, indexes in wanted.items()
-    }
+    """The task's pages with their words. Every file is opened and its pages counted
+    first, without OCR, so a reference to a page a document lacks is refused before
+    anything is read; then only the pages the task names are read."""
+    with _documents(limits) as document:
+        refs = page_refs(image, data, root, document)
+        wanted: dict[Path, set[int]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.path, set()).add(ref.index)
+        read = {
+            path: {page.index: page for page in document(path).read(indexes)}
+            for path, indexes in wanted.items()
+        }
     return [DocumentPage(ref.path, read[ref.path][ref.index], ref.item_index) for ref in refs]
 
 
@@ -97,14 +112,15 @@ def rendered_pages(
 ) -> list[tuple[int, bytes]]:
     """`(page number from 1, PNG)` of each page (or only `page`) with the regions of
     `result` that lie on it drawn."""
-    refs = page_refs(image, data, root, limits)
-    if page is not None and not 1 <= page <= len(refs):
-        raise ValueError(f"the task has {len(refs)} page(s); there is no page {page}")
-    out = []
-    for number, ref in enumerate(refs, 1):
-        if page is not None and number != page:
-            continue
-        regions = [item for item in result if item.get("item_index") == ref.item_index]
-        picture = page_image(ref.path, ref.index, ref.path.name, limits)
-        out.append((number, render_page(picture, regions)))
+    with _documents(limits) as document:
+        refs = page_refs(image, data, root, document)
+        if page is not None and not 1 <= page <= len(refs):
+            raise ValueError(f"the task has {len(refs)} page(s); there is no page {page}")
+        out = []
+        for number, ref in enumerate(refs, 1):
+            if page is not None and number != page:
+                continue
+            regions = [item for item in result if item.get("item_index") == ref.item_index]
+            picture = document(ref.path).image(ref.index)
+            out.append((number, render_page(picture, regions)))
     return out

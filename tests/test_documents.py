@@ -19,6 +19,7 @@ from preannotate.annotators.documents import (
     DocumentError,
     DocumentLimits,
     inspect_document,
+    open_document,
     page_image,
     read_document,
 )
@@ -312,6 +313,24 @@ def test_each_hostile_document_fails_quickly_with_its_own_reason(case: str, digi
         with pytest.raises(DocumentError, match=reason.replace("(", r"\(")):
             check(data, name)
         assert time.perf_counter() - start < 5  # quick even on a busy machine
+
+
+def test_an_opened_document_counts_reads_and_draws_its_pages(
+    digital: bytes, scanned_png: bytes
+) -> None:
+    """One open serves the page count, the words of a page and its drawing, and the drawing
+    is as large as the read page says (what regions call original_width/height)."""
+    with open_document(digital, "invoice.pdf") as document:
+        assert (document.kind, document.pages) == ("pdf", 2)
+        (second,) = document.read({1, 5})  # a page the document lacks is left out
+        assert " ".join(w.text for w in second.words).startswith("Ship the parts to Mary")
+        assert document.image(1).size == (second.image_width, second.image_height)
+        with pytest.raises(DocumentError, match=r"has 2 page\(s\); there is no page 3"):
+            document.image(2)
+    with open_document(scanned_png, "page.png") as image:
+        assert (image.kind, image.pages) == ("png", 1)
+        (page,) = image.read()
+        assert page.ocr and image.image(0).size == (page.image_width, page.image_height)
 
 
 def test_file_size_and_ocr_time_limits(digital: bytes, scanned_png: bytes, tmp_path: Path) -> None:
