@@ -124,18 +124,22 @@ class TrainingJob:
         """Run the trainer actor, recording each epoch as it streams in. The actor is killed
         however this ends, and the job ends once Ray counts its resources free again, as a
         server's delete does: a deploy right after a cancel is not refused against Ray's
-        older view."""
+        older view. A cancel that comes while the trainer starts first learns its node (for
+        up to RELEASE_TIMEOUT_S), since a started trainer holds its share there."""
         request = training_request(self.spec, self.base)
         trainer = Trainer.options(**request.actor_options()).remote()
+        placed = trainer.node_id.remote()
         node = None
         try:
-            node = await trainer.node_id.remote()
+            node = await placed
             async for ref in trainer.run.remote(self.spec, self.data, self.base):
                 event = await ref
                 if isinstance(event, TrainedArchive):
                     return event
                 await asyncio.to_thread(self._record, event)
         finally:
+            if node is None:  # cancelled while the trainer started: it may hold its share
+                node = await _answer_within(placed, RELEASE_TIMEOUT_S)
             try:
                 while_held = await asyncio.to_thread(nodes)  # the trainer still holds its share
             finally:
@@ -201,3 +205,12 @@ class TrainingJob:
             (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
             self.hub.add(folder)
         return name
+
+
+async def _answer_within(ref: ray.ObjectRef, timeout_s: float) -> Any:
+    """What `ref` resolves to, or None when it does not within `timeout_s` or its actor
+    died."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
+    except (TimeoutError, ray.exceptions.RayActorError):
+        return None
