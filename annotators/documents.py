@@ -287,7 +287,10 @@ class Document:
             return _render(self._pdf[index], self.limits.dpi)
 
     def close(self) -> None:
-        (self._pdf or self._image).close()
+        if self._pdf is not None:
+            self._pdf.close()
+        if self._image is not None:
+            self._image.close()
 
 
 @contextmanager
