@@ -138,9 +138,9 @@ class TrainingJob:
                     return event
                 await asyncio.to_thread(self._record, event)
         finally:
-            if node is None:  # cancelled while the trainer started: it may hold its share
-                node = await _answer_within(placed, RELEASE_TIMEOUT_S)
             try:
+                if node is None:  # cancelled while the trainer started: it may hold its share
+                    node = await _answer_within(placed, RELEASE_TIMEOUT_S)
                 while_held = await asyncio.to_thread(nodes)  # the trainer still holds its share
             finally:
                 ray.kill(trainer)
