@@ -10,7 +10,7 @@ licensed server and each licensed training run the scheduler started holds one.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray import serve
@@ -20,7 +20,9 @@ from preannotate.annotators.pipeline import check_runnable
 from preannotate.cluster.capacity import (
     LICENSE_TOKEN,
     FitResult,
+    NodeResources,
     ResourceRequest,
+    Resources,
     SeatUse,
     ServerHolding,
     check_fit,
@@ -77,6 +79,13 @@ def poll_until(condition: Callable[[], bool], timeout_s: float) -> bool:
             return False
         time.sleep(POLL_S)
     return True
+
+
+def wait_freed(held: dict[str, Resources], while_held: Sequence[NodeResources]) -> bool:
+    """Whether Ray counted what was held on each node (node_id -> resources) free again
+    within RELEASE_TIMEOUT_S, measured against the view taken `while_held`: a deploy checked
+    right after a delete or a training run's end is then not refused against the older view."""
+    return poll_until(lambda: shows_free(nodes(), held, while_held), RELEASE_TIMEOUT_S)
 
 
 def deployed_snapshot(config: ValidatedConfig) -> dict[str, Any]:
@@ -348,7 +357,7 @@ class DeployController:
             if not poll_until(gone, DELETE_TIMEOUT_S):
                 raise TimeoutError(f"{server_id} was not deleted within {DELETE_TIMEOUT_S} s")
             # a moment more, until Ray counts the resources free (unless other work took them)
-            poll_until(lambda: shows_free(nodes(), held.per_node, while_held), RELEASE_TIMEOUT_S)
+            wait_freed(held.per_node, while_held)
             self.store.mark_server_deleted(server_id)
         finally:
             self.deleting.discard(server_id)

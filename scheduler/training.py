@@ -20,14 +20,14 @@ from typing import Any
 import ray
 
 from preannotate.annotators.training import Epoch, TrainedModel, TrainingData, train
-from preannotate.cluster.capacity import ResourceRequest, shows_free
+from preannotate.cluster.capacity import ResourceRequest
 from preannotate.cluster.license import OPEN_SCOPE
 from preannotate.cluster.ray_cluster import nodes
 from preannotate.configs.training import TrainingSpec
 from preannotate.hub.catalog import Hub, HubModel
 from preannotate.hub.manifest import MANIFEST_FILE
 from preannotate.hub.versions import WEIGHTS, manifest_for, next_version
-from preannotate.scheduler.controller import RELEASE_TIMEOUT_S, poll_until
+from preannotate.scheduler.controller import RELEASE_TIMEOUT_S, wait_freed
 from preannotate.store import JobState, Store
 
 
@@ -146,9 +146,7 @@ class TrainingJob:
                 ray.kill(trainer)
             if node is not None:
                 held = {node: request.per_replica()}
-                await asyncio.to_thread(
-                    poll_until, lambda: shows_free(nodes(), held, while_held), RELEASE_TIMEOUT_S
-                )
+                await asyncio.to_thread(wait_freed, held, while_held)
         raise RuntimeError("the trainer stopped before it sent the model")
 
     def _record(self, event: Epoch) -> None:
