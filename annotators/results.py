@@ -8,6 +8,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from preannotate.annotators.spans import Source, Span
 
 
@@ -117,3 +119,15 @@ class TaskPrediction:
             "score": self.score,
             "model_version": self.model_version,
         } | cost
+
+    def as_encoded_json(self) -> dict[str, Any]:
+        """`as_json` with the result as JSON text: what a bulk batch answers with. Both
+        takers of a batch keep the result as text (a job's store, a Spark column), so it
+        is encoded once, where it is made, and the replica, Ray and the scheduler pass one
+        string per task instead of every item's nested dicts (about a hundred objects for
+        a news sentence). orjson writes standard JSON (NaN and Infinity as null) at a
+        tenth of `json.dumps`'s cost."""
+        answer = self.as_json()
+        if self.error is None:
+            answer["result"] = orjson.dumps(self.result).decode()
+        return answer

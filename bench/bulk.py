@@ -167,8 +167,15 @@ def paired_rounds(
 
 
 def deployed(client: Client, project_id: int) -> str:
+    """A ready server that has run one small job, so its replicas' bulk processes are
+    loaded: the measured jobs then compare the path, not the model's load, which a
+    server's first job pays once (`deployments/bulk_process.py`). Its 1,000 tasks are
+    eight batches in flight at once, which Serve spreads over the replicas."""
     server = client.deploy(project_id)["id"]
     client.wait_until_ready(server)
+    first = [task["id"] for task in client.tasks(project_id, limit=1000)["tasks"]]
+    job = client.wait_for_job(client.preannotate(project_id, task_ids=first)["id"], poll_s=0.2)
+    assert job["state"] == "succeeded", job
     return server
 
 

@@ -120,9 +120,9 @@ class BulkProcess:
         return child.popen.pid if child else None
 
     def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The batch's predictions (JSON dicts, one per task, in order); blocks until they
-        come. A child that ended is started again for this batch; one that ends while it
-        owes the batch fails it."""
+        """The batch's predictions (one per task, in order, each result as JSON text:
+        `TaskPrediction.as_encoded_json`); blocks until they come. A child that ended is
+        started again for this batch; one that ends while it owes the batch fails it."""
         batch = pickle.dumps(tasks, pickle.HIGHEST_PROTOCOL)
         answer: Future[tuple[bool, Any]] = Future()
         with self._lock:
@@ -249,7 +249,7 @@ def main() -> None:
         except EOFError:
             return
         try:
-            answer = (True, [p.as_json() for p in pipeline.annotate(tasks)])
+            answer = (True, [p.as_encoded_json() for p in pipeline.annotate(tasks)])
         except Exception as exc:
             answer = (False, f"{type(exc).__name__}: {exc}")
         try:

@@ -79,7 +79,8 @@ class ModelServer:
             return await loop.run_in_executor(self.interactive.threads, self.interactive, tasks)
 
     async def annotate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The bulk lane: a job's batch, run by the replica's bulk process."""
+        """The bulk lane: a job's batch, run by the replica's bulk process; each result
+        comes as JSON text (`TaskPrediction.as_encoded_json`)."""
         loop = asyncio.get_running_loop()
         with self.latency.timed(BULK):
             return await loop.run_in_executor(self.bulk_lane, self.bulk.annotate, tasks)

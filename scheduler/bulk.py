@@ -23,6 +23,7 @@ from typing import Any
 from preannotate.scheduler.errors import ServerGone
 from preannotate.scheduler.metrics import Throughput
 from preannotate.store import JobState, Store, TaskDocument
+from preannotate.store.db import EncodedJSON
 from preannotate.store.jobs import LLM_USAGE, tokens_used
 from preannotate.store.models import Job
 from preannotate.store.tasks import chunks
@@ -200,7 +201,7 @@ class BulkJob:
                         "task_id": task_id,
                         "job_id": self.job_id,
                         "server_id": self.server_id,
-                        "result": prediction["result"],
+                        "result": EncodedJSON(prediction["result"]),
                         "score": prediction["score"],
                         "model_version": prediction["model_version"],
                         "config_hash": prediction["model_version"],

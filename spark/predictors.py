@@ -33,7 +33,7 @@ class PipelineActor:
         self.pipeline = Pipeline(validate_config(ProjectConfig.model_validate(project), hub), hub)
 
     def annotate(self, tasks: list[Json]) -> list[Json]:
-        return [p.as_json() for p in self.pipeline.annotate(tasks)]
+        return [p.as_encoded_json() for p in self.pipeline.annotate(tasks)]
 
 
 @dataclass

@@ -5,7 +5,6 @@ tasks the pipeline answered with an error are sent again too; what still fails a
 ATTEMPTS lands in the `error` column of its rows, and the unit goes on.
 """
 
-import json
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ def _rows(predictor: Predictor, tasks: list[Json], first_call: Any) -> list[Json
                     continue
                 errors.pop(task_id, None)
                 done[task_id] = {
-                    "prediction": json.dumps(answer["result"], ensure_ascii=False),
+                    "prediction": answer["result"],
                     "score": answer["score"],
                     "model_version": answer["model_version"],
                     "config_hash": answer["model_version"],

@@ -46,8 +46,15 @@ with another doing the same)."""
 ModelT = TypeVar("ModelT", bound=Base)
 
 
+class EncodedJSON(str):
+    """JSON text encoded where it was made (a bulk batch's results: the bulk process
+    encodes them so they cross Ray as one string per task); stored as it is."""
+
+
 def json_dumps(value: Any) -> str:
     """Standard JSON, the same on every backend (see the module docstring)."""
+    if isinstance(value, EncodedJSON):
+        return value
     try:
         return json.dumps(value, allow_nan=False)
     except ValueError:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from preannotate.store.compare import compare_results
-from preannotate.store.db import ROW_LOCK, Database, get_or_raise
+from preannotate.store.db import ROW_LOCK, Database, EncodedJSON, get_or_raise
 from preannotate.store.errors import InvalidInput, NotFound
 from preannotate.store.models import Job, Prediction, Task, utcnow
 
@@ -28,9 +28,10 @@ class PredictionOps(Database):
     ) -> int:
         """Write a batch of predictions; returns how many were written.
 
-        Each row holds task_id, result, config_hash, model_version and optionally score,
-        server_id, job_id. A row whose job already has a prediction for its task is
-        skipped, so a resumed job can resend a batch without duplicating anything.
+        Each row holds task_id, result (a list, or the `EncodedJSON` of one),
+        config_hash, model_version and optionally score, server_id, job_id. A row whose
+        job already has a prediction for its task is skipped, so a resumed job can resend
+        a batch without duplicating anything.
         With `count_for_job`, that job's `done` grows by the rows written, in the same
         transaction, so progress never disagrees with what is stored.
         """
@@ -127,6 +128,7 @@ def _prediction_values(row: Mapping[str, Any], number: int) -> dict[str, Any]:
         raise InvalidInput(f"prediction {number}: missing fields {missing}")
     if unknown:
         raise InvalidInput(f"prediction {number}: unknown fields {unknown}")
-    if not isinstance(row["result"], list):
+    result = row["result"]
+    if not (isinstance(result, list) or isinstance(result, EncodedJSON) and result[:1] == "["):
         raise InvalidInput(f"prediction {number}: 'result' must be a list of result items")
     return {key: row[key] for key in _REQUIRED} | {key: row.get(key) for key in _OPTIONAL}

@@ -1,6 +1,7 @@
 """A replica's bulk process: a real child process with the news example's spaCy pipeline
 (no Ray), answering as the replica's own pipeline does, and never outliving its use."""
 
+import json
 import os
 import signal
 import subprocess
@@ -44,9 +45,10 @@ def test_the_bulk_process_answers_as_the_replicas_own_pipeline_then_ends_when_id
         answers = bulk.annotate(TASKS)
         child = psutil.Process(bulk.pid)
         assert child.pid != os.getpid()
-        assert answers == [p.as_json() for p in setup.build().annotate(TASKS)]
+        assert answers == [p.as_encoded_json() for p in setup.build().annotate(TASKS)]
         merkel, too_long, google = answers
-        assert {(r["value"]["text"], r["value"]["labels"][0]) for r in merkel["result"]} >= {
+        items = json.loads(merkel["result"])  # each result comes as JSON text
+        assert {(r["value"]["text"], r["value"]["labels"][0]) for r in items} >= {
             ("Angela Merkel", "PERSON"),
             ("Tim Cook", "PERSON"),
         }
@@ -76,7 +78,7 @@ def test_batches_sent_together_each_get_their_own_answers(setup: PipelineSetup) 
     finally:
         bulk.close()
     pipeline = setup.build()
-    assert answers == [[p.as_json() for p in pipeline.annotate(b)] for b in batches]
+    assert answers == [[p.as_encoded_json() for p in pipeline.annotate(b)] for b in batches]
 
 
 def test_a_bulk_process_that_dies_fails_the_batches_it_owes_and_the_next_starts_another(

@@ -57,6 +57,23 @@ def test_result_items_follow_label_studio_json_with_provenance(ner_pipeline: Pip
     assert prediction.as_json()["model_version"] == ner_pipeline.config.hash
 
 
+def test_a_bulk_answer_carries_the_same_result_as_json_text(ner_pipeline: Pipeline) -> None:
+    """What a bulk batch answers with: the result encoded once, as standard JSON (a NaN
+    confidence becomes null), the score and an error unchanged."""
+    tasks = [
+        {"id": 1, "data": {"text": "Angela Merkel met Tim Cook in Paris."}},
+        {"id": 2, "data": {"text": "x" * (MAX_DOCUMENT_CHARS + 1)}},
+    ]
+    found, too_long = ner_pipeline.annotate(tasks)
+    encoded = found.as_encoded_json()
+    assert json.loads(encoded["result"]) == found.result
+    assert encoded | {"result": found.result} == found.as_json()
+    assert too_long.as_encoded_json() == too_long.as_json()  # no result, only the error
+
+    found.result[0]["value"]["confidence"] = float("nan")
+    assert json.loads(found.as_encoded_json()["result"])[0]["value"]["confidence"] is None
+
+
 def test_labels_not_in_the_config_are_not_emitted(ner_pipeline: Pipeline) -> None:
     [prediction] = ner_pipeline.annotate([{"data": {"text": "On Monday 5 people paid $3."}}])
     assert {i["value"]["labels"][0] for i in prediction.result} <= {

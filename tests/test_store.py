@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from preannotate.annotators.results import TaskPrediction
 from preannotate.store import (
     AddedTasks,
     AlreadyExists,
@@ -25,6 +26,7 @@ from preannotate.store import (
     NotFound,
     Store,
 )
+from preannotate.store.db import EncodedJSON
 
 DATA = Path(__file__).parent / "data" / "store"
 
@@ -421,6 +423,22 @@ def test_each_batch_adds_a_new_version_per_task(store: Store) -> None:
     first, latest = store.predictions_for_task(a)
     assert first.result == [span(0, 4, "DRUG")]
     assert (latest.server_id, latest.score, latest.config_hash) == ("server-2", 0.5, "cfg-1")
+
+
+def test_a_result_encoded_where_it_was_made_is_stored_as_the_same_json(store: Store) -> None:
+    """A bulk batch's results arrive as JSON text; they read back as the items they encode
+    (on PostgreSQL too, whose JSON column parses them), and text that is not a list of
+    items is refused."""
+    _, (a, b) = project_with_tasks(store, 2)
+    items = [span(0, 4, "DRUG"), span(5, 9, "DOSE")]
+    encoded = TaskPrediction(task_id=a, model_version="ner@1", result=items).as_encoded_json()
+    assert isinstance(encoded["result"], str)
+    assert store.add_predictions([prediction(a, EncodedJSON(encoded["result"]))]) == 1
+    assert store.predictions_for_task(a)[0].result == items
+
+    with pytest.raises(InvalidInput, match="must be a list of result items"):
+        store.add_predictions([prediction(b, EncodedJSON('{"start": 0}'))])
+    assert store.predictions_for_task(b) == []
 
 
 def test_concurrent_writers_never_share_a_version(store: Store, store_url: str) -> None:
