@@ -13,7 +13,7 @@ from preannotate.deployments.access_cache import TOKEN_CACHE_S
 from preannotate.deployments.bulk_process import IDLE_S
 from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.hub.validation import MAX_MODELS
-from preannotate.scheduler.bulk import BATCH_SIZE, IN_FLIGHT
+from preannotate.scheduler.bulk import BATCH_CHARS, BATCH_SIZE, IN_FLIGHT
 from tests.conftest import ROOT
 
 README = " ".join((ROOT / "README.md").read_text().split())  # line breaks do not matter
@@ -25,8 +25,9 @@ HOLDOUT = TrainingSpec.model_fields["holdout"].default
     "phrase",
     [
         f"ends after {IDLE_S:g} seconds without one (`IDLE_S`)",
-        f"sends batches of {BATCH_SIZE} to the server's replicas",
+        f"sends batches of up to {BATCH_SIZE} tasks and {BATCH_CHARS:,} characters of text",
         f"at most {IN_FLIGHT} batches in flight",
+        f"a job of fewer than {IN_FLIGHT * BATCH_SIZE:,} tasks is cut into about {IN_FLIGHT}",
         f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",
         f"moves no counter, stops working within {TOKEN_CACHE_S:g} s",
         f"[--port {DEFAULT_PORT}]",
