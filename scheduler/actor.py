@@ -25,7 +25,7 @@ from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.model_server import inline_config
 from preannotate.hub.catalog import Hub, HubModel
-from preannotate.scheduler.bulk import BulkJob
+from preannotate.scheduler.bulk import BulkJob, in_flight_for
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
 from preannotate.scheduler.metrics import BulkRate, scrape
@@ -205,10 +205,11 @@ class Scheduler:
             server_id=server,
             total=total,
         )
-        self._start(job.id, server)
+        await self._start(job.id, server)
         return job.id
 
-    def _start(self, job_id: int, server_id: str) -> None:
+    async def _start(self, job_id: int, server_id: str) -> None:
+        server = await asyncio.to_thread(self.store.get_server, server_id)
         handle: list[Any] = []
         opening = asyncio.Lock()
         """The job's first batch waits for the server and opens its handle; the batches
@@ -229,7 +230,8 @@ class Scheduler:
                     raise ServerGone(f"server {server_id} is {state}: {message}") from None
                 raise
 
-        self._track(job_id, BulkJob(self.store, job_id, server_id, predict))
+        job = BulkJob(self.store, job_id, server_id, predict, in_flight=in_flight_for(server))
+        self._track(job_id, job)
 
     def _track(self, job_id: int, runner: BulkJob | TrainingJob) -> None:
         task = asyncio.create_task(runner.run())
@@ -287,7 +289,7 @@ class Scheduler:
                 continue
             if job.state == JobState.RUNNING:
                 await asyncio.to_thread(self.store.set_job_state, job.id, JobState.QUEUED)
-            self._start(job.id, job.server_id)
+            await self._start(job.id, job.server_id)
             resumed.append(job.id)
         return resumed
 

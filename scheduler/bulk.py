@@ -16,17 +16,19 @@ reason. So a job may pass its budget by what its last batches spent, at most
 """
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from preannotate.deployments.bulk_process import BATCHES_AT_CHILD
 from preannotate.scheduler.errors import ServerGone
 from preannotate.scheduler.metrics import Throughput
 from preannotate.store import JobState, Store, TaskDocument
 from preannotate.store.db import EncodedJSON
 from preannotate.store.jobs import LLM_USAGE, tokens_used
-from preannotate.store.models import Job
+from preannotate.store.models import Job, Server
 from preannotate.store.tasks import chunks
 
 Predict = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
@@ -38,11 +40,15 @@ scheduler's transaction and handle call, the replica's hand-over, Ray's own proc
 whatever its size: larger batches leave the replicas more of the cores."""
 BATCH_CHARS = 2_000_000
 """Characters of task text per batch at most (beyond its first task): long documents go
-in smaller batches, so the text in flight stays near `IN_FLIGHT` x `BATCH_CHARS`."""
+in smaller batches, so the text in flight stays near the batches in flight x
+`BATCH_CHARS`."""
 IN_FLIGHT = 8
+"""Batches a job keeps in flight at least; more for a server with more than four
+replicas (`in_flight_for`)."""
 MIN_BATCH_SIZE = 16
-"""A job of fewer than `IN_FLIGHT` x `BATCH_SIZE` tasks is cut into about `IN_FLIGHT`
-batches of at least this many, so a small job still reaches every replica at once."""
+"""A job of fewer than its batches in flight x `BATCH_SIZE` tasks is cut into about as
+many batches as it keeps in flight, of at least this many tasks, so a small job still
+reaches every replica at once."""
 TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
@@ -50,6 +56,18 @@ CALL_RETRY_S = 120.0
 BUDGET_BATCH_SIZE = 4
 BUDGET_IN_FLIGHT = 2
 """Smaller batches, fewer in flight, for a job with a token budget: it stops closer to it."""
+
+
+def in_flight_for(server: Server) -> int:
+    """Batches a job on `server` keeps in flight: enough that each replica holds the
+    `BATCHES_AT_CHILD` its bulk process works through without a pause, and, for an
+    autoscaled server, that Serve sees enough ongoing requests per replica
+    (`target_ongoing_requests`) to scale up to `max_replicas`."""
+    scaling = (server.config.get("resources") or {}).get("autoscaling")
+    if scaling:
+        per_replica = max(BATCHES_AT_CHILD, math.ceil(scaling["target_ongoing_requests"]))
+        return max(IN_FLIGHT, per_replica * scaling["max_replicas"])
+    return max(IN_FLIGHT, BATCHES_AT_CHILD * server.replicas)
 
 
 @dataclass(frozen=True)

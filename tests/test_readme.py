@@ -26,8 +26,8 @@ HOLDOUT = TrainingSpec.model_fields["holdout"].default
     [
         f"ends after {IDLE_S:g} seconds without one (`IDLE_S`)",
         f"sends batches of up to {BATCH_SIZE} tasks and {BATCH_CHARS:,} characters of text",
-        f"at most {IN_FLIGHT} batches in flight",
-        f"a job of fewer than {IN_FLIGHT * BATCH_SIZE:,} tasks is cut into about {IN_FLIGHT}",
+        f"with {IN_FLIGHT} batches in flight",
+        f"A job of fewer than {IN_FLIGHT * BATCH_SIZE:,} tasks is cut into about {IN_FLIGHT}",
         f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",
         f"moves no counter, stops working within {TOKEN_CACHE_S:g} s",
         f"[--port {DEFAULT_PORT}]",
