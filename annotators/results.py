@@ -126,8 +126,13 @@ class TaskPrediction:
         is encoded once, where it is made, and the replica, Ray and the scheduler pass one
         string per task instead of every item's nested dicts (about a hundred objects for
         a news sentence). orjson writes standard JSON (NaN and Infinity as null) at a
-        tenth of `json.dumps`'s cost."""
+        tenth of `json.dumps`'s cost. A result it cannot encode (a value that is not
+        JSON) fails this task alone, with the reason."""
         answer = self.as_json()
         if self.error is None:
-            answer["result"] = orjson.dumps(self.result).decode()
+            try:
+                answer["result"] = orjson.dumps(self.result).decode()
+            except orjson.JSONEncodeError as exc:
+                cost = {"usage": self.usage} if self.usage else {}
+                return {"task_id": self.task_id, "error": f"the result is not JSON: {exc}"} | cost
         return answer

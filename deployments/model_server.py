@@ -37,10 +37,14 @@ DRAIN_CHECK_S = 0.5
 2 s, made every delete on the Clusters page wait at least that long."""
 
 
+MAX_ONGOING_REQUESTS = 64
+"""Calls a replica takes at once, interactive and bulk together (Serve queues the rest)."""
+
+
 @serve.deployment(
     name="model_server",
     health_check_period_s=10,
-    max_ongoing_requests=64,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
     graceful_shutdown_wait_loop_s=DRAIN_CHECK_S,
 )
 class ModelServer:

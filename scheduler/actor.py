@@ -25,12 +25,20 @@ from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.model_server import inline_config
 from preannotate.hub.catalog import Hub, HubModel
-from preannotate.scheduler.bulk import BulkJob, in_flight_for
+from preannotate.scheduler.bulk import IN_FLIGHT, BulkJob, in_flight_for
 from preannotate.scheduler.controller import GONE, UNUSABLE, DeployController
 from preannotate.scheduler.errors import DeployRefused, ServerGone
 from preannotate.scheduler.metrics import BulkRate, scrape
 from preannotate.scheduler.training import TrainingJob, training_request
-from preannotate.store import InvalidInput, InvalidState, JobKind, JobState, ServerStatus, Store
+from preannotate.store import (
+    InvalidInput,
+    InvalidState,
+    JobKind,
+    JobState,
+    NotFound,
+    ServerStatus,
+    Store,
+)
 
 SCHEDULER_NAME = "preannotate-scheduler"
 READY_TIMEOUT_S = 600.0
@@ -197,6 +205,7 @@ class Scheduler:
             ids = None
             total = await asyncio.to_thread(self.store.count_tasks, project_id)
         server = await self._server_for(project_id, server_id, deploy_if_missing)
+        in_flight = await asyncio.to_thread(self._in_flight, server)
         job = await asyncio.to_thread(
             self.store.create_job,
             project_id,
@@ -205,11 +214,18 @@ class Scheduler:
             server_id=server,
             total=total,
         )
-        await self._start(job.id, server)
+        self._start(job.id, server, in_flight)
         return job.id
 
-    async def _start(self, job_id: int, server_id: str) -> None:
-        server = await asyncio.to_thread(self.store.get_server, server_id)
+    def _in_flight(self, server_id: str) -> int:
+        """The batches a job on the server keeps in flight (`in_flight_for`); `IN_FLIGHT`
+        for a job whose server has no row, so resuming goes on with the other jobs."""
+        try:
+            return in_flight_for(self.store.get_server(server_id))
+        except NotFound:
+            return IN_FLIGHT
+
+    def _start(self, job_id: int, server_id: str, in_flight: int) -> None:
         handle: list[Any] = []
         opening = asyncio.Lock()
         """The job's first batch waits for the server and opens its handle; the batches
@@ -230,8 +246,7 @@ class Scheduler:
                     raise ServerGone(f"server {server_id} is {state}: {message}") from None
                 raise
 
-        job = BulkJob(self.store, job_id, server_id, predict, in_flight=in_flight_for(server))
-        self._track(job_id, job)
+        self._track(job_id, BulkJob(self.store, job_id, server_id, predict, in_flight=in_flight))
 
     def _track(self, job_id: int, runner: BulkJob | TrainingJob) -> None:
         task = asyncio.create_task(runner.run())
@@ -289,7 +304,10 @@ class Scheduler:
                 continue
             if job.state == JobState.RUNNING:
                 await asyncio.to_thread(self.store.set_job_state, job.id, JobState.QUEUED)
-            await self._start(job.id, job.server_id)
+            in_flight = await asyncio.to_thread(self._in_flight, job.server_id)
+            if job.id in self.jobs:  # started by another call during the awaits above
+                continue
+            self._start(job.id, job.server_id, in_flight)
             resumed.append(job.id)
         return resumed
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from preannotate.deployments.bulk_process import BATCHES_AT_CHILD
+from preannotate.deployments.model_server import MAX_ONGOING_REQUESTS
 from preannotate.scheduler.errors import ServerGone
 from preannotate.scheduler.metrics import Throughput
 from preannotate.store import JobState, Store, TaskDocument
@@ -43,12 +44,12 @@ BATCH_CHARS = 2_000_000
 in smaller batches, so the text in flight stays near the batches in flight x
 `BATCH_CHARS`."""
 IN_FLIGHT = 8
-"""Batches a job keeps in flight at least; more for a server with more than four
-replicas (`in_flight_for`)."""
+"""Batches a job keeps in flight at least; more for a larger or autoscaled server
+(`in_flight_for`)."""
 MIN_BATCH_SIZE = 16
-"""A job of fewer than its batches in flight x `BATCH_SIZE` tasks is cut into about as
-many batches as it keeps in flight, of at least this many tasks, so a small job still
-reaches every replica at once."""
+"""A job with fewer than its batches in flight x `BATCH_SIZE` tasks left (all of a small
+job, the rest of a resumed one) is cut into about as many batches as it keeps in flight,
+of at least this many tasks, so it still reaches every replica at once."""
 TASK_ATTEMPTS = 3
 """How often a task the pipeline failed on is tried before it is recorded as failed."""
 CALL_RETRY_S = 120.0
@@ -58,14 +59,21 @@ BUDGET_IN_FLIGHT = 2
 """Smaller batches, fewer in flight, for a job with a token budget: it stops closer to it."""
 
 
+MAX_BULK_PER_REPLICA = MAX_ONGOING_REQUESTS // 2
+"""A job's batches never take more than half of a replica's `max_ongoing_requests`, so an
+interactive call always finds room, whatever `target_ongoing_requests` says."""
+
+
 def in_flight_for(server: Server) -> int:
     """Batches a job on `server` keeps in flight: enough that each replica holds the
     `BATCHES_AT_CHILD` its bulk process works through without a pause, and, for an
     autoscaled server, that Serve sees enough ongoing requests per replica
-    (`target_ongoing_requests`) to scale up to `max_replicas`."""
+    (`target_ongoing_requests`, up to `MAX_BULK_PER_REPLICA`) to scale up to
+    `max_replicas`."""
     scaling = (server.config.get("resources") or {}).get("autoscaling")
     if scaling:
-        per_replica = max(BATCHES_AT_CHILD, math.ceil(scaling["target_ongoing_requests"]))
+        target = math.ceil(scaling["target_ongoing_requests"])
+        per_replica = min(max(BATCHES_AT_CHILD, target), MAX_BULK_PER_REPLICA)
         return max(IN_FLIGHT, per_replica * scaling["max_replicas"])
     return max(IN_FLIGHT, BATCHES_AT_CHILD * server.replicas)
 
@@ -132,7 +140,8 @@ class BulkJob:
     async def run(self) -> None:
         job = await asyncio.to_thread(self.store.get_job, self.job_id)
         self.budget, self.tokens = job.params.get("token_budget"), tokens_used(job)
-        spread = -(-job.total // self.in_flight)
+        left = job.total - job.done - job.failed  # a resumed job spreads what is left
+        spread = -(-left // self.in_flight)
         self.batch_size = min(self.batch_size, max(MIN_BATCH_SIZE, spread))
         if self.budget is not None:
             self.batch_size = min(self.batch_size, BUDGET_BATCH_SIZE)

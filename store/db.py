@@ -48,7 +48,13 @@ ModelT = TypeVar("ModelT", bound=Base)
 
 class EncodedJSON(str):
     """JSON text encoded where it was made (a bulk batch's results: the bulk process
-    encodes them so they cross Ray as one string per task); stored as it is."""
+    encodes them so they cross Ray as one string per task); stored as it is. Only text
+    is accepted: wrapping a Python object would store its repr."""
+
+    def __new__(cls, text: str) -> "EncodedJSON":
+        if not isinstance(text, str):
+            raise TypeError(f"EncodedJSON takes JSON text, not {type(text).__name__}")
+        return super().__new__(cls, text)
 
 
 def json_dumps(value: Any) -> str:

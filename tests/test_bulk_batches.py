@@ -16,6 +16,7 @@ from preannotate.hub.validation import validate_config
 from preannotate.scheduler.bulk import (
     BATCH_CHARS,
     IN_FLIGHT,
+    MAX_BULK_PER_REPLICA,
     MIN_BATCH_SIZE,
     BulkJob,
     batches,
@@ -53,6 +54,8 @@ def test_a_server_with_more_replicas_gets_more_batches_in_flight() -> None:
     assert in_flight_for(server(1, scaling)) == 20  # enough for Serve to scale up to 5
     small = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 1.5}
     assert in_flight_for(server(0, small)) == IN_FLIGHT
+    greedy = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 500}
+    assert in_flight_for(server(1, greedy)) == 2 * MAX_BULK_PER_REPLICA  # room for predict
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +83,10 @@ class RecordingServer:
 
 
 def run_job(
-    tmp_path: Path, pipeline: Pipeline, count: int, **options: int
+    tmp_path: Path, pipeline: Pipeline, count: int, done: int = 0, **options: int
 ) -> tuple[Store, int, RecordingServer]:
-    """A job over `count` news tasks, run to its end: (the store, the job's id, its server)."""
+    """A job over `count` news tasks, the first `done` of them already predicted by it (as
+    for a resumed job), run to its end: (the store, the job's id, its server)."""
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
     project = store.create_project("news")
     lines = [
@@ -90,6 +94,12 @@ def run_job(
     ]
     store.import_tasks(project.id, io.BytesIO("\n".join(lines).encode()), "jsonl")
     job = store.create_job(project.id, "preannotate", params={}, total=count)
+    earlier = store.task_documents(project.id, 0, done) if done else []
+    rows = [
+        {"task_id": t.id, "job_id": job.id, "result": [], "config_hash": "c", "model_version": "c"}
+        for t in earlier
+    ]
+    store.add_predictions(rows, job.id)
     server = RecordingServer(pipeline)
     asyncio.run(BulkJob(store, job.id, "server-1", server, **options).run())
     return store, job.id, server
@@ -117,3 +127,10 @@ def test_a_job_keeps_as_many_batches_in_flight_as_it_is_given(
 
     assert server.sizes == [34] * 11 + [26] and server.peak == 12
     assert store.get_job(job_id).done == 400
+
+
+def test_a_resumed_job_spreads_what_is_left(tmp_path: Path, pipeline: Pipeline) -> None:
+    store, job_id, server = run_job(tmp_path, pipeline, 1000, done=900)
+
+    assert server.sizes == [MIN_BATCH_SIZE] * 6 + [4]  # the 100 left, not 1,000 / IN_FLIGHT
+    assert store.get_job(job_id).done == 1000

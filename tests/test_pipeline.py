@@ -72,6 +72,11 @@ def test_a_bulk_answer_carries_the_same_result_as_json_text(ner_pipeline: Pipeli
 
     found.result[0]["value"]["confidence"] = float("nan")
     assert json.loads(found.as_encoded_json()["result"])[0]["value"]["confidence"] is None
+    found.result[0]["value"]["labels"] = {"PERSON"}  # a set is not JSON: this task fails
+    assert found.as_encoded_json() == {
+        "task_id": 1,
+        "error": "the result is not JSON: Type is not JSON serializable: set",
+    }
 
 
 def test_labels_not_in_the_config_are_not_emitted(ner_pipeline: Pipeline) -> None:

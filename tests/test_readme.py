@@ -11,9 +11,16 @@ from preannotate.configs.rules import MAX_DICTIONARY_TERMS, MAX_PATTERN_CHARS
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.access_cache import TOKEN_CACHE_S
 from preannotate.deployments.bulk_process import IDLE_S
+from preannotate.deployments.model_server import MAX_ONGOING_REQUESTS
 from preannotate.deployments.server_ingress import MAX_INTERACTIVE_TASKS
 from preannotate.hub.validation import MAX_MODELS
-from preannotate.scheduler.bulk import BATCH_CHARS, BATCH_SIZE, IN_FLIGHT
+from preannotate.scheduler.bulk import (
+    BATCH_CHARS,
+    BATCH_SIZE,
+    IN_FLIGHT,
+    MAX_BULK_PER_REPLICA,
+    MIN_BATCH_SIZE,
+)
 from tests.conftest import ROOT
 
 README = " ".join((ROOT / "README.md").read_text().split())  # line breaks do not matter
@@ -27,7 +34,10 @@ HOLDOUT = TrainingSpec.model_fields["holdout"].default
         f"ends after {IDLE_S:g} seconds without one (`IDLE_S`)",
         f"sends batches of up to {BATCH_SIZE} tasks and {BATCH_CHARS:,} characters of text",
         f"with {IN_FLIGHT} batches in flight",
-        f"A job of fewer than {IN_FLIGHT * BATCH_SIZE:,} tasks is cut into about {IN_FLIGHT}",
+        f"A job of fewer than {IN_FLIGHT * BATCH_SIZE:,} tasks (or a resumed one with fewer "
+        f"left) is cut into about {IN_FLIGHT} batches of at least {MIN_BATCH_SIZE} tasks",
+        f"never more than {MAX_BULK_PER_REPLICA} per replica, half of the "
+        f"{MAX_ONGOING_REQUESTS} calls a replica takes at once",
         f"pre-annotate up to {MAX_INTERACTIVE_TASKS} tasks now",
         f"moves no counter, stops working within {TOKEN_CACHE_S:g} s",
         f"[--port {DEFAULT_PORT}]",

@@ -438,6 +438,8 @@ def test_a_result_encoded_where_it_was_made_is_stored_as_the_same_json(store: St
 
     with pytest.raises(InvalidInput, match="must be a list of result items"):
         store.add_predictions([prediction(b, EncodedJSON('{"start": 0}'))])
+    with pytest.raises(TypeError, match="takes JSON text, not list"):
+        EncodedJSON(items)  # its repr would pass for JSON
     assert store.predictions_for_task(b) == []
 
 
