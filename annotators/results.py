@@ -5,7 +5,7 @@ prediction version; that keeps comparisons between versions and relations stable
 """
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -128,11 +128,9 @@ class TaskPrediction:
         a news sentence). orjson writes standard JSON (NaN and Infinity as null) at a
         tenth of `json.dumps`'s cost. A result it cannot encode (a value that is not
         JSON) fails this task alone, with the reason."""
-        answer = self.as_json()
-        if self.error is None:
-            try:
-                answer["result"] = orjson.dumps(self.result).decode()
-            except orjson.JSONEncodeError as exc:
-                cost = {"usage": self.usage} if self.usage else {}
-                return {"task_id": self.task_id, "error": f"the result is not JSON: {exc}"} | cost
-        return answer
+        if self.error is not None:
+            return self.as_json()
+        try:
+            return self.as_json() | {"result": orjson.dumps(self.result).decode()}
+        except orjson.JSONEncodeError as exc:
+            return replace(self, error=f"the result is not JSON: {exc}").as_json()
