@@ -11,11 +11,14 @@ the scheduler process, where jobs run, during a job over `--small` and over `--l
 tasks.
 
 For reading the two-replica figure it also measures what the machine allows: two bare
-pipeline processes started together (no Ray, no store), and the CPU that Ray, Serve and
-the API use while the servers sit idle, which two replicas on the same cores cannot have.
+pipeline processes started together (no Ray, no store), the CPU that Ray, Serve and
+the API use while the servers sit idle, which two replicas on the same cores cannot have,
+and where the CPU of each two-replica job went, per 1,000 tasks: the bulk processes that
+run the pipeline, the scheduler, the server's replicas, and everything else.
 """
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -72,21 +75,30 @@ class PeakRss:
         return self.peak
 
 
+CPU_KINDS = {
+    "preannotate.deployments.bulk_process": "bulk processes",
+    "ray::Scheduler": "scheduler",
+    "ServeReplica:server": "server replicas",
+}
+
+
+def cpu_by_kind() -> collections.Counter[str]:
+    """CPU seconds used so far by every process on the machine, summed by `CPU_KINDS`
+    (the rest: Ray, Serve, the API, this benchmark and the machine's own)."""
+    total: collections.Counter[str] = collections.Counter()
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        times, command = process.info["cpu_times"], " ".join(process.info["cmdline"] or [])
+        if times is not None:
+            kind = next((k for part, k in CPU_KINDS.items() if part in command), "the rest")
+            total[kind] += times.user + times.system
+    return total
+
+
 def idle_cores(seconds: float = 5.0) -> float:
     """CPU used by every process on the machine over `seconds` of quiet, in cores."""
-
-    def used() -> dict[int, float]:
-        total = {}
-        for process in psutil.process_iter(["cpu_times"]):
-            times = process.info["cpu_times"]
-            if times is not None:
-                total[process.pid] = times.user + times.system
-        return total
-
-    before = used()
+    before = cpu_by_kind()
     time.sleep(seconds)
-    after = used()
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()) / seconds
+    return sum((cpu_by_kind() - before).values()) / seconds
 
 
 def new_project(client: Client, name: str, replicas: int, count: int) -> int:
@@ -156,13 +168,24 @@ def timed_job(
 
 
 def paired_rounds(
-    client: Client, project_id: int, pipeline: Pipeline, tasks: list[dict], rounds: int
+    client: Client,
+    project_id: int,
+    pipeline: Pipeline,
+    tasks: list[dict],
+    rounds: int,
+    cpu: list[dict[str, float]] | None = None,
 ) -> list[tuple[float, float]]:
-    """(the job's tasks/s, the pipeline's in this process just before it) per round."""
+    """(the job's tasks/s, the pipeline's in this process just before it) per round; with
+    `cpu`, each job's CPU milliseconds per 1,000 tasks by process kind are added to it."""
     pairs = []
     for _ in range(rounds):
         direct = in_process_rate(pipeline, tasks)
-        pairs.append((timed_job(client, project_id)[0]["rate"], direct))
+        before = cpu_by_kind()
+        job = timed_job(client, project_id)[0]
+        if cpu is not None:
+            used = cpu_by_kind() - before
+            cpu.append({kind: used[kind] * 1e6 / job["total"] for kind in used})
+        pairs.append((job["rate"], direct))
     return pairs
 
 
@@ -199,14 +222,15 @@ def main() -> None:
     bare_two = max(parallel_rate(2, args.tasks) for _ in range(args.rounds))
 
     url, token = local_api(args.ingress)
-    rates = {}
+    rates, cpu = {}, []
     with Client(url, token, timeout=600) as client:
         for replicas in (1, 2):
             project = new_project(client, f"bulk-{replicas}", replicas, args.tasks)
             server = deployed(client, project)
             if replicas == 2:
                 quiet = idle_cores()
-            rates[replicas] = paired_rounds(client, project, pipeline, tasks, args.rounds)
+            shares = cpu if replicas == 2 else None
+            rates[replicas] = paired_rounds(client, project, pipeline, tasks, args.rounds, shares)
             if replicas == 1:
                 idle = InteractiveProbe(url, token, server)
                 for _ in range(50):
@@ -237,6 +261,20 @@ def main() -> None:
     print(
         f"Ray, Serve and the API, idle:    {quiet * 100:7.1f}% of one core; "
         f"two replicas can reach at most {bare_two / direct * (1 - quiet / 2):.2f} of direct"
+    )
+    kinds = ("bulk processes", "scheduler", "server replicas", "the rest")
+    breakdown = "; ".join(
+        f"{kind} " + ", ".join(f"{job.get(kind, 0.0):.0f}" for job in cpu) for kind in kinds
+    )
+    print(f"CPU per 1,000 tasks of each two-replica job, ms: {breakdown}")
+    cores = psutil.cpu_count() - quiet
+    alone = [direct_rate for _, direct_rate in rates[2]]
+    free_path = max(
+        cores * 1e6 / job["bulk processes"] / rate for job, rate in zip(cpu, alone, strict=True)
+    )
+    print(
+        f"two replicas, were the bulk processes and the idle cost all the CPU used: "
+        f"at most {free_path:.2f} of direct"
     )
     print(f"interactive single-document latency, server idle:       {percentiles(idle.latencies)}")
     print(f"interactive single-document latency, during a bulk job: {percentiles(busy.latencies)}")
