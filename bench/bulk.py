@@ -267,7 +267,7 @@ def main() -> None:
         f"{kind} " + ", ".join(f"{job.get(kind, 0.0):.0f}" for job in cpu) for kind in kinds
     )
     print(f"CPU per 1,000 tasks of each two-replica job, ms: {breakdown}")
-    cores = psutil.cpu_count() - quiet
+    cores = min(2, psutil.cpu_count() - quiet)  # a replica's bulk process uses one core at most
     alone = [direct_rate for _, direct_rate in rates[2]]
     free_path = max(
         cores * 1e6 / job["bulk processes"] / rate for job, rate in zip(cpu, alone, strict=True)
