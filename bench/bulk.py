@@ -82,23 +82,32 @@ CPU_KINDS = {
 }
 
 
-def cpu_by_kind() -> collections.Counter[str]:
-    """CPU seconds used so far by every process on the machine, summed by `CPU_KINDS`
-    (the rest: Ray, Serve, the API, this benchmark and the machine's own)."""
-    total: collections.Counter[str] = collections.Counter()
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """Every process on the machine: its kind (`CPU_KINDS`, or "the rest": Ray, Serve, the
+    API, this benchmark and the machine's own) and the CPU seconds it has used so far."""
+    snapshot = {}
     for process in psutil.process_iter(["cmdline", "cpu_times"]):
         times, command = process.info["cpu_times"], " ".join(process.info["cmdline"] or [])
         if times is not None:
             kind = next((k for part, k in CPU_KINDS.items() if part in command), "the rest")
-            total[kind] += times.user + times.system
-    return total
+            snapshot[process.pid] = (kind, times.user + times.system)
+    return snapshot
+
+
+def cpu_used(before: dict[int, tuple[str, float]]) -> collections.Counter[str]:
+    """CPU seconds used since `before`, by kind, per process: one that ended meanwhile
+    takes nothing away from its kind, one that started counts from zero."""
+    used: collections.Counter[str] = collections.Counter()
+    for pid, (kind, cpu) in cpu_snapshot().items():
+        used[kind] += cpu - before.get(pid, (kind, 0.0))[1]
+    return used
 
 
 def idle_cores(seconds: float = 5.0) -> float:
     """CPU used by every process on the machine over `seconds` of quiet, in cores."""
-    before = cpu_by_kind()
+    before = cpu_snapshot()
     time.sleep(seconds)
-    return sum((cpu_by_kind() - before).values()) / seconds
+    return sum(cpu_used(before).values()) / seconds
 
 
 def new_project(client: Client, name: str, replicas: int, count: int) -> int:
@@ -180,10 +189,10 @@ def paired_rounds(
     pairs = []
     for _ in range(rounds):
         direct = in_process_rate(pipeline, tasks)
-        before = cpu_by_kind()
+        before = cpu_snapshot()
         job = timed_job(client, project_id)[0]
         if cpu is not None:
-            used = cpu_by_kind() - before
+            used = cpu_used(before)
             cpu.append({kind: used[kind] * 1e6 / job["total"] for kind in used})
         pairs.append((job["rate"], direct))
     return pairs

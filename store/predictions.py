@@ -129,6 +129,6 @@ def _prediction_values(row: Mapping[str, Any], number: int) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"prediction {number}: unknown fields {unknown}")
     result = row["result"]
-    if not (isinstance(result, list) or isinstance(result, EncodedJSON) and result[:1] == "["):
+    if not (isinstance(result, list) or (isinstance(result, EncodedJSON) and result[:1] == "[")):
         raise InvalidInput(f"prediction {number}: 'result' must be a list of result items")
     return {key: row[key] for key in _REQUIRED} | {key: row.get(key) for key in _OPTIONAL}
