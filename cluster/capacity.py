@@ -45,6 +45,13 @@ _HINTS = {
 
 Resources = dict[str, float]
 
+ONLY_ITS_GPUS = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
+"""Ray sets `CUDA_VISIBLE_DEVICES` to the GPUs it gave an actor, but Ray 2.60 leaves it as
+the node has it when the actor asked for none (ray-project/ray#54868): a CPU server's
+zero-shot model on a GPU node would then load onto a GPU that Ray counts as free for the
+servers that ask for one. This makes Ray set an empty list for zero GPUs, so the actor,
+and the bulk process it starts, see none (`tests/test_gpu.py`)."""
+
 
 class ResourceRequest(BaseModel):
     """What one server asks for: the replica's `ray_actor_options`, and how many replicas.
@@ -86,8 +93,13 @@ class ResourceRequest(BaseModel):
         return self.replicas if self.license_tokens > 0 else 0
 
     def actor_options(self) -> dict[str, Any]:
-        """The `ray_actor_options` of one replica (or trainer) asking for exactly this."""
-        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        """The `ray_actor_options` of one replica (or trainer, or Spark's pipeline actor)
+        asking for exactly this, and seeing no more GPUs than it asked for (`ONLY_ITS_GPUS`)."""
+        options: dict[str, Any] = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "runtime_env": {"env_vars": dict(ONLY_ITS_GPUS)},
+        }
         if self.memory_bytes:
             options["memory"] = self.memory_bytes
         if self.license_tokens:

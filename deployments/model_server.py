@@ -111,7 +111,7 @@ def model_server_app(
     `database_url` holds the tokens and roles its HTTP route checks; `providers` those
     its external prompts call, keys sealed (`Store.sealed_providers`)."""
     options = spec.deployment_options()
-    options["ray_actor_options"]["runtime_env"] = {"env_vars": REPLICA_ENV}
+    options["ray_actor_options"]["runtime_env"]["env_vars"].update(REPLICA_ENV)
     return ModelServer.options(**options).bind(
         server_id, project, hub_root, database_url, providers
     )

@@ -147,6 +147,7 @@ def test_sigkilled_replica_and_sigkilled_scheduler_lose_nothing(api: httpx.Clien
     job = run_job(api, project)
     wait_progress(api, job["id"], 500)
     [bulk] = _bulk_processes(job["server_id"])
+    assert bulk.environ()["CUDA_VISIBLE_DEVICES"] == ""  # no GPU asked, none seen (test_gpu)
     _sigkill(_replica_actor(job["server_id"]))
     _, left = psutil.wait_procs([bulk], timeout=30)
     assert left == []  # the replica's bulk process did not outlive it
