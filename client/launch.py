@@ -23,17 +23,19 @@ from preannotate.client.preflight import check_up
 from preannotate.cluster.http_ingress import PYTHON, default_ingress, ingress_env
 from preannotate.cluster.license import License
 from preannotate.cluster.local_head import (
+    ClusterError,
     HeadPorts,
     LocalHead,
     free_port,
     start_local_head,
 )
-from preannotate.cluster.ray_cluster import connect, stop_head
+from preannotate.cluster.ray_cluster import connect, other_machines, stop_head
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.configs.paths import database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler
 from preannotate.store import Store
+from preannotate.store.db import sqlite_file
 
 ROUTER_APP = "router"
 ADMIN = "admin"
@@ -65,7 +67,9 @@ def admin_token(store: Store) -> str:
 def start_control_plane(
     host: str, port: int, database_url: str, hub_root: str, license: License | None
 ) -> tuple[str, str]:
-    """Bring up the API on an already connected Ray; returns its URL and an admin token."""
+    """Bring up the API on an already connected Ray; returns its URL and an admin token.
+    Refuses (ClusterError) a SQLite store that nodes on other machines would need."""
+    check_store_reach(database_url, other_machines())
     store = Store(database_url)  # creates the tables before two actors open the database
     token = admin_token(store)
     store.close()
@@ -73,6 +77,23 @@ def start_control_plane(
     start_scheduler(database_url, hub_root, license)
     serve.run(Router.bind(database_url, hub_root), name=ROUTER_APP, route_prefix="/")
     return f"http://{host}:{port}", token
+
+
+def check_store_reach(database_url: str, elsewhere: list[str]) -> None:
+    """A SQLite store is a file on this machine, which the replicas on other machines'
+    nodes (`elsewhere`) could not open: refuse at `up`, saying what such a cluster needs,
+    rather than start servers that fail there. Nodes that join later fail their replicas
+    with the same advice (`StoreNotHere`)."""
+    if sqlite_file(database_url) is None or not elsewhere:
+        return
+    shown = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+    raise ClusterError(
+        f"the store is a SQLite file on this machine, but the cluster has nodes on "
+        f"{len(elsewhere)} other machine(s) ({shown}) that could not open it: set "
+        "PREANNOTATE_DATABASE_URL to a database every node reaches (PostgreSQL), and mount "
+        "the hub (PREANNOTATE_HUB_DIR) and the files folder (PREANNOTATE_FILES_DIR) at the "
+        'same path on every node (docs/cluster.md, "Several machines")'
+    )
 
 
 def stop_control_plane() -> None:

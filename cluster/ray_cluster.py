@@ -7,6 +7,7 @@ Starting and stopping a local head is `local_head.py`'s, and what `up` did is
 import logging
 
 import ray
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray._common.utils import reset_ray_address
 from ray._private.state import available_resources_per_node, total_resources_per_node
 from ray._private.utils import read_ray_address
@@ -16,6 +17,11 @@ from preannotate.cluster.local_head import LocalHead
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
+
+ON_THE_HEAD = {HEAD_NODE_RESOURCE_NAME: 0.001}
+"""Resources that place an actor on the head node, the only node Ray gives this one: the
+scheduler and the router stay there, beside Serve's controller, while workers come and go,
+and a SQLite store is a file on the head's machine."""
 
 
 def connect(address: str | None) -> str:
@@ -54,3 +60,10 @@ def nodes() -> list[NodeResources]:
         NodeResources(node_id=node, total=total, available=available.get(node, {}))
         for node, total in totals.items()
     ]
+
+
+def other_machines() -> list[str]:
+    """The addresses of the live nodes that are not on this process's machine (all of them
+    for a Ray Client driver on a laptop)."""
+    here = ray.util.get_node_ip_address()
+    return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} - {here})

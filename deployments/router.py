@@ -24,6 +24,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from preannotate.cluster.ray_cluster import ON_THE_HEAD
 from preannotate.configs.errors import ConfigError
 from preannotate.deployments.pages import site
 from preannotate.deployments.routes import (
@@ -141,8 +142,13 @@ _fastapi_openapi = api.openapi
 api.openapi = _openapi  # type: ignore[method-assign]
 
 
-@serve.deployment(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200)
+@serve.deployment(
+    name="router",
+    ray_actor_options={"num_cpus": 0.1, "resources": ON_THE_HEAD},
+    max_ongoing_requests=200,
+)
 @serve.ingress(api)
 class Router:
     def __init__(self, database_url: str, hub_root: str):
-        install(Context(Store(database_url), Hub(Path(hub_root))))
+        store = Store(database_url, create_schema=False)  # `start_control_plane` made it
+        install(Context(store, Hub(Path(hub_root))))

@@ -20,7 +20,7 @@ from preannotate.annotators.pipeline import check_runnable
 from preannotate.annotators.training import TrainingData, check_base, training_data
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.license import License
-from preannotate.cluster.ray_cluster import NAMESPACE
+from preannotate.cluster.ray_cluster import NAMESPACE, ON_THE_HEAD
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.training import TrainingSpec
 from preannotate.deployments.model_server import inline_config
@@ -44,10 +44,10 @@ SCHEDULER_NAME = "preannotate-scheduler"
 READY_TIMEOUT_S = 600.0
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, resources=ON_THE_HEAD)
 class Scheduler:
     def __init__(self, database_url: str, hub_root: str, license: License | None):
-        self.store = Store(database_url)
+        self.store = Store(database_url, create_schema=False)  # `start_control_plane` made it
         self.servers = DeployController(self.store, Hub(Path(hub_root)), license)
         self.lock = asyncio.Lock()
         self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob | TrainingJob]] = {}

@@ -1,6 +1,13 @@
 """Persistence for projects, tasks, versioned predictions, completions, jobs, servers, users."""
 
-from preannotate.store.errors import AlreadyExists, InvalidInput, InvalidState, NotFound, StoreError
+from preannotate.store.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    StoreError,
+    StoreNotHere,
+)
 from preannotate.store.models import JobKind, JobState, Role, ServerStatus
 from preannotate.store.repository import Store
 from preannotate.store.tasks import AddedTasks, TaskDocument, TaskSummary
@@ -17,6 +24,7 @@ __all__ = [
     "ServerStatus",
     "Store",
     "StoreError",
+    "StoreNotHere",
     "TaskDocument",
     "TaskSummary",
 ]

@@ -16,6 +16,7 @@ Infinity as bare tokens, which SQLite stores, PostgreSQL rejects and no export c
 """
 
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from preannotate.configs.paths import database_url
-from preannotate.store.errors import InvalidInput, NotFound
+from preannotate.store.errors import InvalidInput, NotFound, StoreNotHere
 from preannotate.store.models import Base
 
 _WRITE_OPTION = "preannotate_write"
@@ -81,14 +82,36 @@ def _use_wal(connection: Any) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
+def _require_store_here(url: str) -> None:
+    """A process that opens the store the control plane made never makes one: with no
+    file at the SQLite path it runs on another machine, where a new empty store would
+    hold no users, projects or jobs and the one on the control plane's machine would
+    never see its writes."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise StoreNotHere(
+            f"the store {path} is not on this machine ({socket.gethostname()}): a SQLite "
+            "store serves the processes of one machine. On a cluster of several machines, "
+            "set PREANNOTATE_DATABASE_URL to a database every node reaches (PostgreSQL) "
+            'before `preannotate up` (docs/cluster.md, "Several machines")'
+        )
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get their folder, WAL, foreign keys and locking."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
+    if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, json_serializer=json_dumps)
-    database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url, json_serializer=json_dumps, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S}
     )
@@ -145,8 +168,12 @@ class Database:
 
     def __init__(self, url: str | None = None, create_schema: bool = True) -> None:
         """`create_schema=False` for a process that only opens a store the control plane
-        made: it takes no write lock at start (a bulk job may be writing)."""
+        made (the scheduler, the router, a replica): it takes no write lock at start (a
+        bulk job may be writing), and refuses a SQLite file that is not there
+        (`StoreNotHere`) rather than start an empty store of its own."""
         self.url = url or database_url()
+        if not create_schema:
+            _require_store_here(self.url)
         self.engine = create_store_engine(self.url)
         writer = self.engine.execution_options(**{_WRITE_OPTION: True})
         if create_schema:

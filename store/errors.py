@@ -23,3 +23,8 @@ class InvalidInput(StoreError, ValueError):
 
 class InvalidState(StoreError):
     """The row exists but is in a state that forbids the change (e.g. a finished job)."""
+
+
+class StoreNotHere(StoreError):
+    """A process found no store where the control plane made it: a SQLite file is on one
+    machine, and this process runs on another (the message says what to do)."""

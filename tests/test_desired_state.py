@@ -3,14 +3,24 @@ die, are replaced or scale up change the next capacity answer, and a control pla
 again on the same store brings its servers back and finishes their jobs."""
 
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import ray
 from ray import serve
+from ray.util.state import get_actor
 
-from preannotate.client.launch import start_control_plane, stop_control_plane
-from tests.conftest import RayCluster
+from preannotate.client.launch import check_store_reach, start_control_plane, stop_control_plane
+from preannotate.cluster.deploy_spec import DeploySpec
+from preannotate.cluster.local_head import ClusterError
+from preannotate.cluster.ray_cluster import other_machines
+from preannotate.deployments.model_server import inline_config, model_server_app
+from preannotate.hub.catalog import Hub
+from preannotate.hub.validation import validate_config
+from preannotate.scheduler.actor import SCHEDULER_NAME
+from tests.conftest import RayCluster, labels_xml, project
 from tests.test_jobs import (
     _replica_actor,
     make_project,
@@ -99,3 +109,46 @@ def test_a_restarted_control_plane_restores_servers_and_finishes_their_jobs(
     final = wait_job(api, job["id"])
     assert (final["state"], final["done"], final["failed"]) == ("succeeded", 1200, 0)
     assert prediction_counts(api, project) == [1] * 1200
+
+
+def _node_of(actor: ray.actor.ActorHandle) -> str:
+    return get_actor(actor._actor_id.hex()).node_id
+
+
+def test_the_control_plane_runs_on_the_head_where_a_sqlite_store_is(
+    ray_cluster: RayCluster,
+) -> None:
+    """The test cluster's worker node is on this machine too: the store may be SQLite. On a
+    cluster with nodes on other machines, `up` refuses SQLite before it starts anything."""
+    assert _node_of(ray.get_actor(SCHEDULER_NAME)) == ray_cluster.head_node
+    assert _node_of(_replica_actor("router")) == ray_cluster.head_node
+    assert other_machines() == []
+    check_store_reach(ray_cluster.database_url, other_machines())
+
+    with pytest.raises(ClusterError) as refused:
+        check_store_reach(ray_cluster.database_url, ["10.0.0.7", "10.0.0.8"])
+    assert "nodes on 2 other machine(s) (10.0.0.7, 10.0.0.8)" in str(refused.value)
+    assert "PREANNOTATE_DATABASE_URL" in str(refused.value)
+    check_store_reach("postgresql+psycopg://u:p@db/preannotate", ["10.0.0.7"])
+
+
+def test_a_replica_on_a_machine_without_the_sqlite_store_fails_saying_what_to_set(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """What a node that joined later, on another machine, does with a SQLite store: its
+    replica finds no file at the store's path and fails with the advice, where it would
+    otherwise open an empty store of its own and refuse every caller's token."""
+    xml = labels_xml('value="GPE" model="ner_general_en_sm"')
+    config = validate_config(project(xml), Hub(tmp_path))
+    missing = f"sqlite:///{tmp_path / 'elsewhere' / 'preannotate.sqlite'}"
+    app = model_server_app(
+        "elsewhere", DeploySpec.from_config(config), inline_config(config), str(tmp_path), missing
+    )
+    try:
+        with pytest.raises(RuntimeError, match="Deploying application elsewhere failed"):
+            serve.run(app, name="elsewhere", route_prefix=None)
+        message = serve.status().applications["elsewhere"].deployments["model_server"].message
+        assert "is not on this machine" in message and "PREANNOTATE_DATABASE_URL" in message
+        assert not (tmp_path / "elsewhere" / "preannotate.sqlite").exists()
+    finally:
+        serve.delete("elsewhere")

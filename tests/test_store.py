@@ -14,7 +14,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from preannotate.annotators.results import TaskPrediction
 from preannotate.store import (
@@ -25,6 +25,7 @@ from preannotate.store import (
     JobState,
     NotFound,
     Store,
+    StoreNotHere,
 )
 from preannotate.store.db import EncodedJSON
 
@@ -206,11 +207,18 @@ def test_stores_starting_together_create_the_schema_once(postgres_database: str)
 
 
 def test_a_replica_opens_the_store_without_touching_the_schema(store_url: str) -> None:
-    """A model server's replica opens the store the control plane made, without the DDL
-    (and the write lock it takes) while a bulk job may be writing."""
-    replica = Store(store_url, create_schema=False)
-    assert inspect(replica.engine).get_table_names() == []
-    replica.close()
+    """A replica (or the scheduler, or the router) opens the store the control plane made,
+    without the DDL (and the write lock it takes) while a bulk job may be writing. Where it
+    finds no SQLite file it runs on another machine than the store: it says so, and makes
+    no empty store of its own."""
+    if store_url.startswith("sqlite"):
+        with pytest.raises(StoreNotHere, match="not on this machine .* PREANNOTATE_DATABASE_URL"):
+            Store(store_url, create_schema=False)
+        assert not Path(make_url(store_url).database or "").exists()
+    else:
+        replica = Store(store_url, create_schema=False)
+        assert inspect(replica.engine).get_table_names() == []
+        replica.close()
     control_plane = Store(store_url)
     control_plane.create_project("p")
     control_plane.close()
