@@ -3,6 +3,7 @@
 import difflib
 import json
 import shutil
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -106,8 +107,11 @@ class Hub:
         self.root = root or hub_dir()
 
     def models(self) -> list[HubModel]:
+        """The built-in models, and the model folders in the hub folder when this machine
+        has it (a replica on another machine of a cluster may not: `get` says so)."""
         models = {m.name: m for m in _builtin_models()}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        folders = self.root.iterdir() if self.root.is_dir() else iter(())
+        for folder in sorted(p for p in folders if p.is_dir()):
             if (folder / MANIFEST_FILE).is_file():
                 model = HubModel(read_manifest(folder), folder)
                 models.setdefault(model.name, model)
@@ -120,7 +124,14 @@ class Hub:
         for model in self.models():
             if model.name == name:
                 return model
-        raise HubError(unknown_model_message(name, self.names()))
+        message = unknown_model_message(name, self.names())
+        if not self.root.is_dir():
+            message += (
+                f" (the hub folder {self.root} is not on this machine, {socket.gethostname()}:"
+                " on a cluster of several machines, mount it at the same path on every node;"
+                ' docs/cluster.md, "Several machines")'
+            )
+        raise HubError(message)
 
     def add(self, path: Path, replace: bool = False) -> HubModel:
         """Register a model folder: validate its manifest, then copy it into the hub."""

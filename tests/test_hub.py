@@ -130,3 +130,15 @@ def test_missing_manifest_and_unknown_name(hub: Hub, tmp_path: Path) -> None:
         hub.add(tmp_path)
     with pytest.raises(HubError, match="unknown model 'nothing'"):
         hub.get("nothing")
+
+
+def test_a_replica_on_a_machine_without_the_hub_folder_still_finds_the_built_in_models(
+    tmp_path: Path,
+) -> None:
+    """A node of a cluster that does not mount the hub: configurations of built-in models
+    run there, and a model of the hub's own is not found, saying why."""
+    elsewhere = Hub(tmp_path / "not-mounted")
+    assert elsewhere.get("ner_general_en_sm").builtin
+    with pytest.raises(HubError, match="unknown model 'vendors_v1'.* is not on this machine"):
+        elsewhere.get("vendors_v1")
+    assert not (tmp_path / "not-mounted").exists()
