@@ -9,6 +9,7 @@ reference per page, each with `#page=<n>` (from 1).
 """
 
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,5 +82,12 @@ def resolve(reference: object, root: Path | None = None) -> FileReference:
             "under PREANNOTATE_FILES_ROOT (local://<path>); the server opens nothing else"
         )
     if not path.is_file():
-        raise FileReferenceError(f"the document '{reference[:200]}' is not there")
+        where = ""
+        if reference.startswith(UPLOADED):
+            where = (
+                f" (uploaded files on this machine, {socket.gethostname()}, are in "
+                f"{files_dir()}; on a cluster of several machines PREANNOTATE_FILES_DIR names "
+                "a folder every node mounts)"
+            )
+        raise FileReferenceError(f"the document '{reference[:200]}' is not there{where}")
     return FileReference(path, page)

@@ -162,6 +162,7 @@ def test_hostile_uploads_are_refused_and_bad_references_fail_alone(
     reasons = " ".join(e["error"] for e in job["errors"])
     assert "must be a relative path inside PREANNOTATE_FILES_ROOT" in reasons
     assert "the server opens nothing else" in reasons and "is not there" in reasons
+    assert "PREANNOTATE_FILES_DIR names a folder every node mounts" in reasons
     still = preannotate(api, annotated["project"])  # the cluster keeps serving
     assert still["state"] == "succeeded" and still["failed"] == 0
 
