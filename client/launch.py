@@ -31,7 +31,7 @@ from preannotate.cluster.local_head import (
 )
 from preannotate.cluster.ray_cluster import connect, other_machines, stop_head
 from preannotate.cluster.up_state import remember, remembered
-from preannotate.configs.paths import database_url, hub_dir
+from preannotate.configs.paths import SEVERAL_MACHINES, database_url, hub_dir
 from preannotate.deployments.router import Router
 from preannotate.scheduler.actor import find_scheduler, start_scheduler
 from preannotate.store import Store
@@ -80,10 +80,10 @@ def start_control_plane(
 
 
 def check_store_reach(database_url: str, elsewhere: list[str]) -> None:
-    """A SQLite store is a file on this machine, which the replicas on other machines'
-    nodes (`elsewhere`) could not open: refuse at `up`, saying what such a cluster needs,
-    rather than start servers that fail there. Nodes that join later fail their replicas
-    with the same advice (`StoreNotHere`)."""
+    """A SQLite store is a file on this machine, which the processes on other machines
+    (`elsewhere`: their host names) could not open: refuse at `up`, saying what such a
+    cluster needs, rather than start servers that fail there. Nodes that join later fail
+    their replicas with the same advice (`StoreNotHere`)."""
     if sqlite_file(database_url) is None or not elsewhere:
         return
     shown = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
@@ -92,7 +92,7 @@ def check_store_reach(database_url: str, elsewhere: list[str]) -> None:
         f"{len(elsewhere)} other machine(s) ({shown}) that could not open it: set "
         "PREANNOTATE_DATABASE_URL to a database every node reaches (PostgreSQL), and mount "
         "the hub (PREANNOTATE_HUB_DIR) and the files folder (PREANNOTATE_FILES_DIR) at the "
-        'same path on every node (docs/cluster.md, "Several machines")'
+        f"same path on every node ({SEVERAL_MACHINES})"
     )
 
 

@@ -5,9 +5,9 @@ Starting and stopping a local head is `local_head.py`'s, and what `up` did is
 """
 
 import logging
+import socket
 
 import ray
-from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray._common.utils import reset_ray_address
 from ray._private.state import available_resources_per_node, total_resources_per_node
 from ray._private.utils import read_ray_address
@@ -18,10 +18,10 @@ from preannotate.cluster.local_head import LocalHead
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
 
-ON_THE_HEAD = {HEAD_NODE_RESOURCE_NAME: 0.001}
-"""Resources that place an actor on the head node, the only node Ray gives this one: the
-scheduler and the router stay there, beside Serve's controller, while workers come and go,
-and a SQLite store is a file on the head's machine."""
+ON_THE_HEAD = {"node:__internal_head__": 0.001}
+"""Resources that place an actor on the head node: Ray gives this resource to the head
+alone. The scheduler and the router stay there, beside Serve's controller, while workers
+come and go, and a SQLite store is a file on the head's machine."""
 
 
 def connect(address: str | None) -> str:
@@ -63,7 +63,8 @@ def nodes() -> list[NodeResources]:
 
 
 def other_machines() -> list[str]:
-    """The addresses of the live nodes that are not on this process's machine (all of them
-    for a Ray Client driver on a laptop)."""
-    here = ray.util.get_node_ip_address()
-    return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} - {here})
+    """The host names of the machines with live nodes other than this process's (all of
+    them for a Ray Client driver on a laptop). Host names, not addresses: a machine's
+    node may listen on another of its addresses than the one this process would pick."""
+    here = socket.gethostname()
+    return sorted({n["NodeManagerHostname"] for n in ray.nodes() if n["Alive"]} - {here})

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from preannotate.configs.paths import files_dir, files_root
+from preannotate.configs.paths import SEVERAL_MACHINES, files_dir, files_root
 
 UPLOADED = "file://"
 LOCAL = "local://"
@@ -87,7 +87,7 @@ def resolve(reference: object, root: Path | None = None) -> FileReference:
             where = (
                 f" (uploaded files on this machine, {socket.gethostname()}, are in "
                 f"{files_dir()}; on a cluster of several machines PREANNOTATE_FILES_DIR names "
-                "a folder every node mounts)"
+                f"a folder every node mounts: {SEVERAL_MACHINES})"
             )
         raise FileReferenceError(f"the document '{reference[:200]}' is not there{where}")
     return FileReference(path, page)

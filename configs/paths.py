@@ -9,11 +9,16 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+SEVERAL_MACHINES = 'docs/cluster.md, "Several machines"'
+"""Where errors about a cluster of several machines send the user."""
+
 
 def data_dir() -> Path:
-    """The data directory: `PREANNOTATE_HOME`, else the user's data directory."""
+    """The data directory: `PREANNOTATE_HOME`, else the user's data directory. Configured
+    folders are made absolute here: the store's URL and the hub's path travel to Ray's
+    processes, whose working directories differ."""
     configured = os.environ.get("PREANNOTATE_HOME")
-    path = Path(configured) if configured else Path(user_data_dir("preannotate"))
+    path = Path(configured).absolute() if configured else Path(user_data_dir("preannotate"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -21,7 +26,7 @@ def data_dir() -> Path:
 def hub_dir() -> Path:
     """The Models Hub folder: `PREANNOTATE_HUB_DIR`, else `<data dir>/hub`."""
     configured = os.environ.get("PREANNOTATE_HUB_DIR")
-    path = Path(configured) if configured else data_dir() / "hub"
+    path = Path(configured).absolute() if configured else data_dir() / "hub"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -37,7 +42,7 @@ def files_dir() -> Path:
     """Uploaded documents, content-addressed: `PREANNOTATE_FILES_DIR` (a folder every node
     of a cluster mounts), else `<data dir>/files`."""
     configured = os.environ.get("PREANNOTATE_FILES_DIR")
-    path = Path(configured) if configured else data_dir() / "files"
+    path = Path(configured).absolute() if configured else data_dir() / "files"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

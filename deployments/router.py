@@ -144,7 +144,7 @@ api.openapi = _openapi  # type: ignore[method-assign]
 
 @serve.deployment(
     name="router",
-    ray_actor_options={"num_cpus": 0.1, "resources": ON_THE_HEAD},
+    ray_actor_options={"num_cpus": 0, "resources": ON_THE_HEAD},
     max_ongoing_requests=200,
 )
 @serve.ingress(api)

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from preannotate.configs.errors import ConfigError, validation_problems
-from preannotate.configs.paths import hub_dir
+from preannotate.configs.paths import SEVERAL_MACHINES, hub_dir
 from preannotate.configs.textfiles import read_text
 from preannotate.hub.manifest import MANIFEST_FILE, ModelManifest
 
@@ -129,7 +129,7 @@ class Hub:
             message += (
                 f" (the hub folder {self.root} is not on this machine, {socket.gethostname()}:"
                 " on a cluster of several machines, mount it at the same path on every node;"
-                ' docs/cluster.md, "Several machines")'
+                f" {SEVERAL_MACHINES})"
             )
         raise HubError(message)
 

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_u
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from preannotate.configs.paths import database_url
+from preannotate.configs.paths import SEVERAL_MACHINES, database_url
 from preannotate.store.errors import InvalidInput, NotFound, StoreNotHere
 from preannotate.store.models import Base
 
@@ -102,7 +102,7 @@ def _require_store_here(url: str) -> None:
             f"the store {path} is not on this machine ({socket.gethostname()}): a SQLite "
             "store serves the processes of one machine. On a cluster of several machines, "
             "set PREANNOTATE_DATABASE_URL to a database every node reaches (PostgreSQL) "
-            'before `preannotate up` (docs/cluster.md, "Several machines")'
+            f"before `preannotate up` ({SEVERAL_MACHINES})"
         )
 
 

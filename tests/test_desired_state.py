@@ -111,25 +111,24 @@ def test_a_restarted_control_plane_restores_servers_and_finishes_their_jobs(
     assert prediction_counts(api, project) == [1] * 1200
 
 
-def _node_of(actor: ray.actor.ActorHandle) -> str:
-    return get_actor(actor._actor_id.hex()).node_id
-
-
-def test_the_control_plane_runs_on_the_head_where_a_sqlite_store_is(
+def test_the_scheduler_and_the_router_ask_ray_for_the_head_node(
     ray_cluster: RayCluster,
 ) -> None:
-    """The test cluster's worker node is on this machine too: the store may be SQLite. On a
-    cluster with nodes on other machines, `up` refuses SQLite before it starts anything."""
-    assert _node_of(ray.get_actor(SCHEDULER_NAME)) == ray_cluster.head_node
-    assert _node_of(_replica_actor("router")) == ray_cluster.head_node
-    assert other_machines() == []
-    check_store_reach(ray_cluster.database_url, other_machines())
+    """Where a SQLite store is, and where they stay while workers come and go."""
+    for actor in (ray.get_actor(SCHEDULER_NAME), _replica_actor("router")):
+        state = get_actor(actor._actor_id.hex())
+        assert state.required_resources.get("node:__internal_head__", 0) > 0, state
+        assert state.node_id == ray_cluster.head_node
+    assert other_machines() == []  # the test cluster's worker node is on this machine too
 
+
+def test_up_refuses_a_sqlite_store_on_a_cluster_with_other_machines() -> None:
     with pytest.raises(ClusterError) as refused:
-        check_store_reach(ray_cluster.database_url, ["10.0.0.7", "10.0.0.8"])
-    assert "nodes on 2 other machine(s) (10.0.0.7, 10.0.0.8)" in str(refused.value)
+        check_store_reach("sqlite:////data/preannotate.sqlite", ["gpu-1", "worker-2"])
+    assert "nodes on 2 other machine(s) (gpu-1, worker-2)" in str(refused.value)
     assert "PREANNOTATE_DATABASE_URL" in str(refused.value)
-    check_store_reach("postgresql+psycopg://u:p@db/preannotate", ["10.0.0.7"])
+    check_store_reach("sqlite:////data/preannotate.sqlite", [])
+    check_store_reach("postgresql+psycopg://u:p@db/preannotate", ["gpu-1"])
 
 
 def test_a_replica_on_a_machine_without_the_sqlite_store_fails_saying_what_to_set(

@@ -2,7 +2,8 @@
 its replica and in the bulk process that runs its jobs, and pre-annotates as the same
 server on CPU does; a server that asks for none leaves the node's GPU alone, also where
 Ray would let it see the GPU. Ray gives each node of the test cluster the machine's GPUs,
-so these tests run on a machine with an NVIDIA GPU and its driver."""
+so these tests run on a machine with an NVIDIA GPU and its driver, whose GPU memory nothing
+else changes while they run (they read it with `nvidia-smi`)."""
 
 import json
 import shutil
@@ -17,9 +18,17 @@ from tests.conftest import EXAMPLES
 from tests.test_jobs import run_job, wait_job
 from tests.test_prompts import wait_ready
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nvidia-smi") is None, reason="no NVIDIA GPU here (nvidia-smi not found)"
-)
+
+def gpus() -> int:
+    """How many NVIDIA GPUs this machine's driver lists."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    lines = listed.stdout.splitlines() if listed.returncode == 0 else []
+    return sum(line.startswith("GPU ") for line in lines)
+
+
+pytestmark = pytest.mark.skipif(gpus() == 0, reason="no NVIDIA GPU here (nvidia-smi lists none)")
 
 EXAMPLE = EXAMPLES / "prompts"
 MODEL_MIB = 80

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from preannotate.annotators.results import TaskPrediction
+from preannotate.configs.paths import database_url
 from preannotate.store import (
     AddedTasks,
     AlreadyExists,
@@ -175,6 +176,16 @@ def test_default_url_is_a_file_in_the_data_directory(
     finally:
         store.close()
     assert (home / "preannotate.sqlite").is_file()
+
+
+def test_a_relative_data_directory_gives_an_absolute_store_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL travels to Ray's processes, whose working directories are not this one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREANNOTATE_HOME", "relative-home")
+    monkeypatch.delenv("PREANNOTATE_DATABASE_URL", raising=False)
+    assert database_url() == f"sqlite:///{tmp_path / 'relative-home' / 'preannotate.sqlite'}"
 
 
 def test_database_url_from_the_environment_selects_postgresql(
