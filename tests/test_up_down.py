@@ -12,6 +12,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import psutil
 import pytest
 
 from preannotate.client.api import Client
+from preannotate.cluster.local_head import ray_executable
 from preannotate.configs.project import load_project_config
 from tests.conftest import EXAMPLES
 
@@ -160,6 +162,57 @@ def test_an_up_that_fails_after_starting_ray_stops_it_and_says_where_the_traceba
     assert naming_port(gcs) == []  # the head it had started is gone again
     assert not (home / "ray-head.json").exists() and not (home / "cluster.json").exists()
     assert preannotate(home, "down").returncode == 2
+
+
+def _can_name_a_host() -> bool:
+    """Whether this process may start one with a host name of its own (`unshare -u`)."""
+    if shutil.which("unshare") is None:
+        return False
+    tried = subprocess.run(["unshare", "-u", "hostname", "other"], capture_output=True)
+    return tried.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _can_name_a_host(),
+    reason="no second host name here: `unshare -u` is missing or not permitted",
+)
+def test_up_refuses_a_sqlite_store_once_the_cluster_has_a_node_on_another_machine(
+    tmp_path: Path,
+) -> None:
+    """A worker node started under a host name of its own, as a node on another machine
+    reports itself, joins the head `up` started: the next `up` refuses the SQLite store
+    before it starts anything, and says what such a cluster needs."""
+    home = tmp_path / "home"
+    api, gcs, agent, metrics = free_ports(4)
+    assert preannotate(home, "up", *up_options(api, gcs)).returncode == 0
+    start = (
+        f"hostname gpu-worker-1 && exec {ray_executable()} start --address=127.0.0.1:{gcs} "
+        f"--num-cpus=1 --dashboard-agent-listen-port={agent} --metrics-export-port={metrics} "
+        "--block"
+    )
+    worker = subprocess.Popen(
+        ["unshare", "-u", "sh", "-c", start],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"RAY_AUTH_MODE": "disabled"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            refused = preannotate(home, "up", "--address", "auto")
+            if refused.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)  # the worker had not joined yet: that `up` only rejoined the head
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        [line] = error_lines(refused.stderr)
+        assert "nodes on 1 other machine(s) (gpu-worker-1)" in line
+        assert "set PREANNOTATE_DATABASE_URL to a database every node reaches" in line
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        assert preannotate(home, "down").returncode == 0
+    _, left = psutil.wait_procs(naming_port(gcs), timeout=30)
+    assert left == []  # neither node's processes outlive the test
 
 
 @pytest.mark.timeout(600)  # three `up`s, two `down`s and a 10,000-task job
