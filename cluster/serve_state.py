@@ -7,6 +7,7 @@ appears, so nothing counts resources that nobody holds (docs/architecture.md, "S
 pulled").
 """
 
+import re
 from dataclasses import dataclass, field
 
 import ray
@@ -27,6 +28,18 @@ HOLDING = {
     )
 }
 """Replica states whose actor, once placed on a node, holds its resources there."""
+
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def readable(message: str) -> str:
+    """Serve's status message with a replica's traceback cut to its last line, the
+    exception and its text: the Clusters page and `servers show` say why a replica did not
+    start (the store not on its machine, a model missing), not Ray's frames."""
+    text = _COLOURS.sub("", message)
+    said, found, trace = text.partition("Error:\n")
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    return " ".join([said.strip(), lines[-1]] if lines else [said.strip()]) if found else text
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ def serve_snapshot() -> ServeSnapshot:
     details = ServeInstanceDetails(**client.get_serve_details())
     apps = {}
     for name, app in details.applications.items():
-        messages = [app.message] + [d.message for d in app.deployments.values() if d.message]
+        messages = [app.message] + [readable(d.message) for d in app.deployments.values()]
         replicas = [
             Replica(r.replica_id, r.node_id, r.state.value, r.actor_name)
             for deployment in app.deployments.values()

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -28,7 +29,7 @@ import pytest
 from preannotate.client.api import Client
 from preannotate.cluster.local_head import ray_executable
 from preannotate.configs.project import load_project_config
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, labels_xml
 
 pytestmark = pytest.mark.own_ray_head
 PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
@@ -164,34 +165,40 @@ def test_an_up_that_fails_after_starting_ray_stops_it_and_says_where_the_traceba
     assert preannotate(home, "down").returncode == 2
 
 
-def _can_name_a_host() -> bool:
-    """Whether this process may start one with a host name of its own (`unshare -u`)."""
+def _can_play_another_machine() -> bool:
+    """Whether this process may start one with a host name and mounts of its own
+    (`unshare -u -m`), which is how a node on another machine differs from one here."""
     if shutil.which("unshare") is None:
         return False
-    tried = subprocess.run(["unshare", "-u", "hostname", "other"], capture_output=True)
+    with tempfile.TemporaryDirectory() as folder:
+        tried = subprocess.run(
+            ["unshare", "-u", "-m", "sh", "-c", f"hostname other && mount -t tmpfs none {folder}"],
+            capture_output=True,
+        )
     return tried.returncode == 0
 
 
 @pytest.mark.skipif(
-    not _can_name_a_host(),
-    reason="no second host name here: `unshare -u` is missing or not permitted",
+    not _can_play_another_machine(),
+    reason="no second machine to play here: `unshare -u -m` is missing or not permitted",
 )
-def test_up_refuses_a_sqlite_store_once_the_cluster_has_a_node_on_another_machine(
-    tmp_path: Path,
-) -> None:
-    """A worker node started under a host name of its own, as a node on another machine
-    reports itself, joins the head `up` started: the next `up` refuses the SQLite store
-    before it starts anything, and says what such a cluster needs."""
+def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) -> None:
+    """A worker node with a host name of its own and an empty data directory (a tmpfs over
+    it), as a node on another machine has, joins the head `up` started with a SQLite store:
+    the next `up` refuses that store before it starts anything, and a server whose replica
+    lands on that node says why the replica does not start."""
     home = tmp_path / "home"
     api, gcs, agent, metrics = free_ports(4)
-    assert preannotate(home, "up", *up_options(api, gcs)).returncode == 0
+    head = up_options(api, gcs)
+    head[-1] = "1"  # --num-cpus: a server of two 1-CPU replicas puts one on the worker
+    assert preannotate(home, "up", *head).returncode == 0
     start = (
-        f"hostname gpu-worker-1 && exec {ray_executable()} start --address=127.0.0.1:{gcs} "
-        f"--num-cpus=1 --dashboard-agent-listen-port={agent} --metrics-export-port={metrics} "
-        "--block"
+        f"mount -t tmpfs none {home} && hostname gpu-worker-1 && exec {ray_executable()} "
+        f"start --address=127.0.0.1:{gcs} --num-cpus=1 --dashboard-agent-listen-port={agent} "
+        f"--metrics-export-port={metrics} --block"
     )
     worker = subprocess.Popen(
-        ["unshare", "-u", "sh", "-c", start],
+        ["unshare", "-u", "-m", "sh", "-c", start],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ | {"RAY_AUTH_MODE": "disabled"},
@@ -207,6 +214,22 @@ def test_up_refuses_a_sqlite_store_once_the_cluster_has_a_node_on_another_machin
         [line] = error_lines(refused.stderr)
         assert "nodes on 1 other machine(s) (gpu-worker-1)" in line
         assert "set PREANNOTATE_DATABASE_URL to a database every node reaches" in line
+
+        with Client(f"http://127.0.0.1:{api}", (home / "admin-token").read_text().strip()) as admin:
+            xml = labels_xml('value="GPE" model="ner_general_en_sm"')
+            resources = {"num_cpus": 1, "replicas": 2}
+            project = admin.create_project(
+                {"name": "far", "labeling_config": xml, "resources": resources}
+            )
+            server = admin.deploy(project["id"])["id"]
+            deadline = time.monotonic() + 180
+            while "is not on this machine (gpu-worker-1)" not in (
+                message := admin.server(server)["message"] or ""
+            ):
+                assert time.monotonic() < deadline, admin.server(server)
+                time.sleep(1)
+            assert "StoreNotHere: the store" in message and "PREANNOTATE_DATABASE_URL" in message
+            assert "Traceback" not in message and "File " not in message
     finally:
         worker.terminate()
         worker.wait(timeout=60)
