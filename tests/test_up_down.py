@@ -2,7 +2,9 @@
 console script: an `up` that is refused starts nothing, one that fails half-way stops what
 it started, a second `up` here is refused (or joins with `--address auto`), and `down`
 stops exactly the head `up` started while another Ray on this machine keeps running; a job
-that `down` interrupts is resumed by the next `up`.
+that `down` interrupts is resumed by the next `up`. A worker node that plays one on
+another machine (a host name and a data directory of its own) makes `up` refuse a SQLite
+store, and serves with PostgreSQL.
 
 Every `up` gets its own data directory and free ports, so these tests run beside any other
 Ray on the machine and never touch it.
@@ -19,17 +21,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from preannotate.client.api import Client
+from preannotate.client.api import ApiError, Client
 from preannotate.cluster.local_head import ray_executable
 from preannotate.configs.project import load_project_config
 from tests.conftest import EXAMPLES, labels_xml
+from tests.test_store import postgres_database  # noqa: F401
 
 pytestmark = pytest.mark.own_ray_head
 PREANNOTATE = str(Path(sys.executable).parent / "preannotate")
@@ -57,8 +60,10 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def preannotate(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PREANNOTATE_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+def preannotate(home: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
+    """The console script with its own data directory (and other `PREANNOTATE_...`
+    settings), joining no Ray that this process knows of."""
+    env = os.environ | {"PREANNOTATE_HOME": str(home), "RAY_AUTH_MODE": "disabled"} | settings
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [PREANNOTATE, *args], capture_output=True, text=True, env=env, timeout=600
@@ -178,20 +183,11 @@ def _can_play_another_machine() -> bool:
     return tried.returncode == 0
 
 
-@pytest.mark.skipif(
-    not _can_play_another_machine(),
-    reason="no second machine to play here: `unshare -u -m` is missing or not permitted",
-)
-def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) -> None:
+@contextmanager
+def node_on_another_machine(home: Path, gcs: int) -> Iterator[None]:
     """A worker node with a host name of its own and an empty data directory (a tmpfs over
-    it), as a node on another machine has, joins the head `up` started with a SQLite store:
-    the next `up` refuses that store before it starts anything, and a server whose replica
-    lands on that node says why the replica does not start."""
-    home = tmp_path / "home"
-    api, gcs, agent, metrics = free_ports(4)
-    head = up_options(api, gcs)
-    head[-1] = "1"  # --num-cpus: a server of two 1-CPU replicas puts one on the worker
-    assert preannotate(home, "up", *head).returncode == 0
+    `home`), as a node on another machine has, joined to the head at port `gcs`."""
+    agent, metrics = free_ports(2)
     start = (
         f"mount -t tmpfs none {home} && hostname gpu-worker-1 && exec {ray_executable()} "
         f"start --address=127.0.0.1:{gcs} --num-cpus=1 --dashboard-agent-listen-port={agent} "
@@ -204,38 +200,100 @@ def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) 
         env=os.environ | {"RAY_AUTH_MODE": "disabled"},
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            refused = preannotate(home, "up", "--address", "auto")
-            if refused.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(2)  # the worker had not joined yet: that `up` only rejoined the head
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        [line] = error_lines(refused.stderr)
-        assert "nodes on 1 other machine(s) (gpu-worker-1)" in line
-        assert "set PREANNOTATE_DATABASE_URL to a database every node reaches" in line
-
-        with Client(f"http://127.0.0.1:{api}", (home / "admin-token").read_text().strip()) as admin:
-            xml = labels_xml('value="GPE" model="ner_general_en_sm"')
-            resources = {"num_cpus": 1, "replicas": 2}
-            project = admin.create_project(
-                {"name": "far", "labeling_config": xml, "resources": resources}
-            )
-            server = admin.deploy(project["id"])["id"]
-            deadline = time.monotonic() + 180
-            while "is not on this machine (gpu-worker-1)" not in (
-                message := admin.server(server)["message"] or ""
-            ):
-                assert time.monotonic() < deadline, admin.server(server)
-                time.sleep(1)
-            assert "StoreNotHere: the store" in message and "PREANNOTATE_DATABASE_URL" in message
-            assert "Traceback" not in message and "File " not in message
+        yield
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+
+
+def two_replica_server(admin: Client) -> str:
+    """A server of two 1-CPU replicas: on a 1-CPU head, one of them lands on the worker,
+    so it is refused (409) until the worker has joined."""
+    xml = labels_xml('value="GPE" model="ner_general_en_sm"')
+    config = {"name": "far", "labeling_config": xml, "resources": {"num_cpus": 1, "replicas": 2}}
+    project = admin.create_project(config)["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return admin.deploy(project)["id"]
+        except ApiError as refused:
+            assert refused.status_code == 409 and time.monotonic() < deadline, refused
+            time.sleep(2)
+
+
+def head_options(api: int, gcs: int) -> list[str]:
+    options = up_options(api, gcs)
+    options[-1] = "1"  # --num-cpus
+    return options
+
+
+ANOTHER_MACHINE = pytest.mark.skipif(
+    not _can_play_another_machine(),
+    reason="no second machine to play here: `unshare -u -m` is missing or not permitted",
+)
+
+
+@ANOTHER_MACHINE
+def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) -> None:
+    """With a SQLite store, the next `up` refuses the cluster once it has a node on
+    another machine, before it starts anything; and a server whose replica lands on that
+    node says why the replica does not start."""
+    home = tmp_path / "home"
+    api, gcs = free_ports(2)
+    assert preannotate(home, "up", *head_options(api, gcs)).returncode == 0
+    try:
+        with node_on_another_machine(home, gcs):
+            token = (home / "admin-token").read_text().strip()
+            with Client(f"http://127.0.0.1:{api}", token) as admin:
+                server = two_replica_server(admin)  # the worker has joined once it deploys
+                refused = preannotate(home, "up", "--address", "auto")
+                assert refused.returncode == 2, refused.stdout + refused.stderr
+                [line] = error_lines(refused.stderr)
+                assert "nodes on 1 other machine(s) (gpu-worker-1)" in line
+                assert "set PREANNOTATE_DATABASE_URL to a database every node reaches" in line
+                deadline = time.monotonic() + 180
+                while "is not on this machine (gpu-worker-1)" not in (
+                    message := admin.server(server)["message"] or ""
+                ):
+                    assert time.monotonic() < deadline, admin.server(server)
+                    time.sleep(1)
+            assert "StoreNotHere: the store" in message and "PREANNOTATE_DATABASE_URL" in message
+            assert "Traceback" not in message and "File " not in message
+    finally:
         assert preannotate(home, "down").returncode == 0
     _, left = psutil.wait_procs(naming_port(gcs), timeout=30)
     assert left == []  # neither node's processes outlive the test
+
+
+@ANOTHER_MACHINE
+def test_with_postgresql_a_node_on_another_machine_serves(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The same cluster with a store every node reaches: `up` takes it, both replicas of a
+    server start, one on each machine, and the server answers predictions."""
+    home = tmp_path / "home"
+    api, gcs = free_ports(2)
+    store = {"PREANNOTATE_DATABASE_URL": request.getfixturevalue("postgres_database")}
+    assert preannotate(home, "up", *head_options(api, gcs), **store).returncode == 0
+    try:
+        with node_on_another_machine(home, gcs):
+            token = (home / "admin-token").read_text().strip()
+            with Client(f"http://127.0.0.1:{api}", token, timeout=120) as admin:
+                server = admin.wait_until_ready(two_replica_server(admin), timeout=240)
+                assert len(server["nodes"]) == 2, server
+                rejoined = preannotate(home, "up", "--address", "auto", **store)
+                assert rejoined.returncode == 0, rejoined.stderr
+                tasks = [{"data": {"text": "Angela Merkel flew to Paris."}}]
+                found = {
+                    item["value"]["text"]
+                    for _ in range(8)
+                    for item in admin.predict(server["id"], tasks)[0]["result"]
+                }
+                assert found == {"Paris"}
+    finally:
+        assert preannotate(home, "down", **store).returncode == 0
+    _, left = psutil.wait_procs(naming_port(gcs), timeout=30)
+    assert left == []
 
 
 @pytest.mark.timeout(600)  # three `up`s, two `down`s and a 10,000-task job
