@@ -30,16 +30,29 @@ HOLDING = {
 """Replica states whose actor, once placed on a node, holds its resources there."""
 
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+_SERVE_ERROR = " Error:\n"
+"""How Serve's message for a replica that did not start runs on into its traceback."""
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*: ", re.MULTILINE)
+_LONGEST = 1000
 
 
 def readable(message: str) -> str:
-    """Serve's status message with a replica's traceback cut to its last line, the
-    exception and its text: the Clusters page and `servers show` say why a replica did not
-    start (the store not on its machine, a model missing), not Ray's frames."""
+    """Serve's status message with a replica's traceback cut to the exception it ends with
+    (its type and text, however many lines): the Clusters page and `servers show` say why
+    a replica did not start (the store not on its machine, a model missing), not Ray's
+    frames. Other messages pass as they are."""
     text = _COLOURS.sub("", message)
-    said, found, trace = text.partition("Error:\n")
-    lines = [line.strip() for line in trace.splitlines() if line.strip()]
-    return " ".join([said.strip(), lines[-1]] if lines else [said.strip()]) if found else text
+    said, found, trace = text.partition(_SERVE_ERROR)
+    if not found:
+        return text.strip()
+    starts = [match.start() for match in _EXCEPTION.finditer(trace)]
+    raised = " ".join(trace[starts[-1] :].split()) if starts else ""
+    return f"{said.strip()} {raised}"[:_LONGEST].strip()
+
+
+def failure(message: str) -> bool:
+    """Whether Serve's message says a replica did not start (and why)."""
+    return _SERVE_ERROR in _COLOURS.sub("", message)
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,9 @@ class AppState:
     status: ApplicationStatus
     message: str
     replicas: list[Replica] = field(default_factory=list)
+    failure: str = ""
+    """Why a replica did not start, while Serve retries it (else empty): of Serve's
+    messages, only those that report a failure, not its notes on slow starts."""
 
     @property
     def placed(self) -> list[Replica]:
@@ -81,13 +97,17 @@ def serve_snapshot() -> ServeSnapshot:
     apps = {}
     for name, app in details.applications.items():
         messages = [app.message] + [readable(d.message) for d in app.deployments.values()]
+        failures = [readable(d.message) for d in app.deployments.values() if failure(d.message)]
         replicas = [
             Replica(r.replica_id, r.node_id, r.state.value, r.actor_name)
             for deployment in app.deployments.values()
             for r in deployment.replicas
         ]
         apps[name] = AppState(
-            status=app.status, message=" ".join(m for m in messages if m), replicas=replicas
+            status=app.status,
+            message=" ".join(m for m in messages if m),
+            replicas=replicas,
+            failure=" ".join(failures),
         )
     return ServeSnapshot(apps)
 

@@ -293,9 +293,9 @@ class DeployController:
             return ServerStatus.READY, None
         if app.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
             return ServerStatus.FAILED, app.message or None
-        if app.placed:  # Serve's message says why, when a replica failed to start
-            return ServerStatus.LOADING, app.message or None
-        return ServerStatus.DEPLOYING, app.message or None
+        if app.placed:  # while Serve retries a replica that did not start, say why
+            return ServerStatus.LOADING, app.failure or None
+        return ServerStatus.DEPLOYING, app.failure or None
 
     def server_state(self, server_id: str) -> tuple[str, str | None]:
         """The state of one server now (one read of Serve's state)."""

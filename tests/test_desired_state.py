@@ -16,6 +16,7 @@ from preannotate.client.launch import check_store_reach, start_control_plane, st
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.local_head import ClusterError
 from preannotate.cluster.ray_cluster import other_machines
+from preannotate.cluster.serve_state import failure, readable
 from preannotate.deployments.model_server import inline_config, model_server_app
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import validate_config
@@ -151,3 +152,24 @@ def test_a_replica_on_a_machine_without_the_sqlite_store_fails_saying_what_to_se
         assert not (tmp_path / "elsewhere" / "preannotate.sqlite").exists()
     finally:
         serve.delete("elsewhere")
+
+
+def test_a_replicas_traceback_in_serves_message_is_cut_to_its_exception() -> None:
+    """What the server's message shows while Serve retries a replica that did not start;
+    Serve's notes on slow starts are no failure, and stay out of it."""
+    retrying = (
+        "A replica failed to start with exception. Retrying. Error:\n"
+        "\x1b[36mray::ServeReplica:server-1:model_server.initialize_and_get_metadata()\x1b[39m\n"
+        '  File "replica.py", line 1867, in initialize\n'
+        "RuntimeError: Traceback (most recent call last):\n"
+        '  File "db.py", line 160, in __init__\n'
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for Config\n"
+        "name\n  Field required [type=missing]\n\n"
+    )
+    assert failure(retrying)
+    assert readable(retrying) == (
+        "A replica failed to start with exception. Retrying. pydantic_core._pydantic_core."
+        "ValidationError: 1 validation error for Config name Field required [type=missing]"
+    )
+    slow = "Deployment 'model_server' has 1 replicas that have taken more than 30s to initialize."
+    assert not failure(slow) and readable(slow) == slow

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import socket
 import subprocess
@@ -184,29 +185,37 @@ def _can_play_another_machine() -> bool:
 
 
 @contextmanager
-def node_on_another_machine(home: Path, gcs: int) -> Iterator[None]:
+def node_on_another_machine(home: Path, gcs: int, log: Path) -> Iterator[subprocess.Popen]:
     """A worker node with a host name of its own and an empty data directory (a tmpfs over
-    `home`), as a node on another machine has, joined to the head at port `gcs`."""
+    `home`), as a node on another machine has, joined to the head at port `gcs`; its output
+    goes to `log`. It stops at once on leaving, and none of its processes outlive it."""
     agent, metrics = free_ports(2)
     start = (
-        f"mount -t tmpfs none {home} && hostname gpu-worker-1 && exec {ray_executable()} "
-        f"start --address=127.0.0.1:{gcs} --num-cpus=1 --dashboard-agent-listen-port={agent} "
-        f"--metrics-export-port={metrics} --block"
+        f"mount -t tmpfs none {shlex.quote(str(home))} && hostname gpu-worker-1 && exec "
+        f"{shlex.quote(ray_executable())} start --address=127.0.0.1:{gcs} --num-cpus=1 "
+        f"--dashboard-agent-listen-port={agent} --metrics-export-port={metrics} --block"
     )
-    worker = subprocess.Popen(
-        ["unshare", "-u", "-m", "sh", "-c", start],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ | {"RAY_AUTH_MODE": "disabled"},
-    )
+    with log.open("w") as output:
+        worker = subprocess.Popen(
+            ["unshare", "-u", "-m", "sh", "-c", start],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=os.environ
+            | {"RAY_AUTH_MODE": "disabled", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+            start_new_session=True,
+        )
     try:
-        yield
+        yield worker
     finally:
+        started = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
         worker.terminate()
-        worker.wait(timeout=60)
+        _, left = psutil.wait_procs(started, timeout=60)
+        for process in left:
+            process.kill()
+        assert left == [], f"the worker node's processes outlived it: {left}"
 
 
-def two_replica_server(admin: Client) -> str:
+def two_replica_server(admin: Client, worker: subprocess.Popen, log: Path) -> str:
     """A server of two 1-CPU replicas: on a 1-CPU head, one of them lands on the worker,
     so it is refused (409) until the worker has joined."""
     xml = labels_xml('value="GPE" model="ner_general_en_sm"')
@@ -217,14 +226,19 @@ def two_replica_server(admin: Client) -> str:
         try:
             return admin.deploy(project)["id"]
         except ApiError as refused:
-            assert refused.status_code == 409 and time.monotonic() < deadline, refused
+            assert refused.status_code == 409, refused
+            assert worker.poll() is None, f"the worker node ended: {log.read_text()}"
+            assert time.monotonic() < deadline, f"the worker never joined: {log.read_text()}"
             time.sleep(2)
 
 
 def head_options(api: int, gcs: int) -> list[str]:
-    options = up_options(api, gcs)
-    options[-1] = "1"  # --num-cpus
-    return options
+    """A 1-CPU head on free ports."""
+    dashboard, client_server = free_ports(2)
+    return [
+        *("--port", str(api), "--ray-port", str(gcs), "--dashboard-port", str(dashboard)),
+        *("--ray-client-server-port", str(client_server), "--num-cpus", "1"),
+    ]
 
 
 ANOTHER_MACHINE = pytest.mark.skipif(
@@ -234,6 +248,7 @@ ANOTHER_MACHINE = pytest.mark.skipif(
 
 
 @ANOTHER_MACHINE
+@pytest.mark.timeout(600)
 def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) -> None:
     """With a SQLite store, the next `up` refuses the cluster once it has a node on
     another machine, before it starts anything; and a server whose replica lands on that
@@ -242,10 +257,11 @@ def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) 
     api, gcs = free_ports(2)
     assert preannotate(home, "up", *head_options(api, gcs)).returncode == 0
     try:
-        with node_on_another_machine(home, gcs):
+        log = tmp_path / "worker.log"
+        with node_on_another_machine(home, gcs, log) as worker:
             token = (home / "admin-token").read_text().strip()
             with Client(f"http://127.0.0.1:{api}", token) as admin:
-                server = two_replica_server(admin)  # the worker has joined once it deploys
+                server = two_replica_server(admin, worker, log)  # deployed: the worker joined
                 refused = preannotate(home, "up", "--address", "auto")
                 assert refused.returncode == 2, refused.stdout + refused.stderr
                 [line] = error_lines(refused.stderr)
@@ -266,6 +282,7 @@ def test_a_node_on_another_machine_is_told_what_it_cannot_reach(tmp_path: Path) 
 
 
 @ANOTHER_MACHINE
+@pytest.mark.timeout(600)
 def test_with_postgresql_a_node_on_another_machine_serves(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -276,10 +293,12 @@ def test_with_postgresql_a_node_on_another_machine_serves(
     store = {"PREANNOTATE_DATABASE_URL": request.getfixturevalue("postgres_database")}
     assert preannotate(home, "up", *head_options(api, gcs), **store).returncode == 0
     try:
-        with node_on_another_machine(home, gcs):
+        log = tmp_path / "worker.log"
+        with node_on_another_machine(home, gcs, log) as worker:
             token = (home / "admin-token").read_text().strip()
-            with Client(f"http://127.0.0.1:{api}", token, timeout=120) as admin:
-                server = admin.wait_until_ready(two_replica_server(admin), timeout=240)
+            with Client(f"http://127.0.0.1:{api}", token) as admin:
+                deployed = two_replica_server(admin, worker, log)
+                server = admin.wait_until_ready(deployed, timeout=240)
                 assert len(server["nodes"]) == 2, server
                 rejoined = preannotate(home, "up", "--address", "auto", **store)
                 assert rejoined.returncode == 0, rejoined.stderr
