@@ -96,8 +96,9 @@ def serve_snapshot() -> ServeSnapshot:
     details = ServeInstanceDetails(**client.get_serve_details())
     apps = {}
     for name, app in details.applications.items():
-        messages = [app.message] + [readable(d.message) for d in app.deployments.values()]
-        failures = [readable(d.message) for d in app.deployments.values() if failure(d.message)]
+        said = [(readable(d.message), failure(d.message)) for d in app.deployments.values()]
+        messages = [app.message] + [message for message, _ in said]
+        failures = [message for message, failed in said if failed]
         replicas = [
             Replica(r.replica_id, r.node_id, r.state.value, r.actor_name)
             for deployment in app.deployments.values()
