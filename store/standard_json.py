@@ -10,6 +10,7 @@ it), so it is refused on the way in, with where it was found.
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable
 from itertools import chain
 from typing import Any
@@ -42,6 +43,10 @@ def loads(text: str | bytes, where: str, line: int | None = None) -> Any:
         ) from None
     except RecursionError:
         raise InvalidInput(f"{place}: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # the only other one: Python reads no integer this long
+        raise InvalidInput(
+            f"{place}: a number longer than {sys.get_int_max_str_digits()} digits"
+        ) from None
 
 
 def problem(value: Any, depth: int = 0) -> str | None:

@@ -27,6 +27,7 @@ from tests.conftest import RayCluster, labels_xml
 XML = labels_xml('value="PERSON" model="ner_general_en_sm"')
 NOT_FINITE = "NaN and Infinity are not JSON; use null or a number"
 LONE_SURROGATE = "a lone surrogate \\ud800 is not text"
+LONG_NUMBER = "a number longer than 4300 digits"
 CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
 
@@ -108,6 +109,7 @@ def test_an_invalid_request_names_each_problem_without_echoing_the_input(
         ('{"result": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than 64 levels"),
         ('{"result": [{"value": "\xff"}]}', "not UTF-8 text"),
         ('{"result": [}', "not valid JSON"),
+        ('{"result": [{"value": {"n": ' + "9" * 5000 + "}}]}", LONG_NUMBER),
     ],
 )
 def test_a_body_that_is_not_standard_json_is_a_422_and_stores_nothing(
@@ -122,6 +124,38 @@ def test_a_body_that_is_not_standard_json_is_a_422_and_stores_nothing(
     assert message in response.json()["detail"]
     listed = api.get(url)
     assert listed.status_code == 200 and listed.json() == []
+
+
+SPAN = {"from_name": "label", "to_name": "text", "type": "labels"}
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({**SPAN, "value": "x"}, "result item 1: its 'value' must be an object"),
+        ({**SPAN, "value": {"labels": ["PERSON"]}}, "whole numbers 0 <= 'start' <= 'end'"),
+        ({**SPAN, "value": {"start": 5, "end": 2, "labels": ["PERSON"]}}, "0 <= 'start'"),
+        ({**SPAN, "value": {"start": 0, "end": 2, "labels": []}}, "at least one string"),
+        ({**SPAN, "type": "choices", "value": {"choices": "yes"}}, "a list of strings"),
+        ({**SPAN, "type": "rectanglelabels", "value": {"x": 1}}, "numbers 'x', 'y'"),
+    ],
+)
+def test_a_completion_that_training_could_not_read_is_a_400_and_stores_nothing(
+    api: httpx.Client, item: object, message: str
+) -> None:
+    """A completion's regions must have the shape training and the pages read, or a later
+    training run would fail on them."""
+    project = new_project(api)
+    task = api.post(f"/projects/{project}/tasks?format=jsonl", content=b'{"text": "Ann Lee"}\n')
+    url = f"/tasks/{task.json()['first_id']}/completions"
+    assert message in refusal(api.post(url, json={"result": [item]}), 400)
+    assert api.get(url).json() == []
+    imported = json.dumps({"data": {"text": "x"}, "completions": [{"result": [item]}]})
+    response = api.post(f"/projects/{project}/tasks?format=jsonl", content=imported.encode())
+    assert refusal(response, 400).startswith("request body line 1: completion 1: result item 1")
+    assert task_texts(api, project) == ["Ann Lee"]
+    good = {**SPAN, "value": {"start": 0, "end": 3, "text": "Ann", "labels": ["PERSON"]}}
+    assert api.post(url, json={"result": [good, {"type": "relation", "from_id": "a"}]}).is_success
 
 
 def test_every_route_with_a_body_reads_it_as_standard_json() -> None:
@@ -161,6 +195,12 @@ NESTED = b'{"text": "deep", "meta": ' + b"[" * 100 + b"]" * 100 + b"}"
         ("jsonl", b'{"text": "ok"}\n' + NESTED + b"\n", " line 2: nested deeper than 64 levels"),
         ("json", b"[" * 100_000 + b"]" * 100_000, ": nested deeper than 64 levels"),
         ("jsonl", b'{"text": "ok"}\n{"text": "x", "weight": NaN}\n', f" line 2: {NOT_FINITE}"),
+        (
+            "jsonl",
+            b'{"text": "ok"}\n{"text": "x", "n": ' + b"9" * 5000 + b"}\n",
+            f" line 2: {LONG_NUMBER}",
+        ),
+        ("json", b'[{"text": "ok"}, {"text": "x", "n": ' + b"9" * 5000 + b"}]", f": {LONG_NUMBER}"),
     ],
 )
 def test_an_import_that_is_not_standard_json_is_refused_naming_the_line(

@@ -446,7 +446,8 @@ def test_an_annotation_finds_the_task_with_its_document(store: Store) -> None:  
     text = "Zoë Müller flew to Zürich on 3 May."
     lines = [{"data": {"text": "first"}}, {"data": {"text": text, "source": "wire"}}]
     added = store.import_tasks(news, io.StringIO("\n".join(map(json.dumps, lines))), "jsonl")
-    item = [{"from_name": "label", "to_name": "text", "type": "labels", "value": {}}]
+    span = {"start": 0, "end": 3, "text": "Zoë", "labels": ["PERSON"]}
+    item = [{"from_name": "label", "to_name": "text", "type": "labels", "value": span}]
 
     found, created = store.complete_document(news, {"text": text, "review": text}, ["text"], item)
     assert (found.task_id, created, found.result) == (added.last_id, False, item)
@@ -457,6 +458,11 @@ def test_an_annotation_finds_the_task_with_its_document(store: Store) -> None:  
     assert len(store.completions_for_task(new.task_id)) == 2
     with pytest.raises(InvalidInput, match="task has no text"):
         store.complete_document(news, {"title": "x"}, ["text"], item)
+    unreadable = [{**item[0], "value": {"labels": ["PERSON"]}}]
+    with pytest.raises(InvalidInput, match="the annotation's result item 1: a 'labels' region"):
+        store.complete_document(news, {"text": "new"}, ["text"], unreadable)
+    with pytest.raises(InvalidInput, match="the annotation's result item 2: must be an object"):
+        store.complete_document(news, {"text": "new"}, ["text"], [*item, "PERSON"])
     assert store.count_tasks(news) == 2
 
 

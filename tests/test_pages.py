@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EXAMPLES, RayCluster
+from preannotate.deployments.pages.session import csrf_for
+from tests.conftest import EXAMPLES, RayCluster, labels_xml
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -89,6 +90,57 @@ def test_sign_in_keeps_the_token_in_an_httponly_strict_cookie(
     )
     assert page.evaluate("document.cookie") == ""
     context.close()
+
+
+def test_a_sign_in_form_posted_from_another_site_signs_nobody_in(
+    ray_cluster: RayCluster,
+) -> None:
+    """Login CSRF: another site's form would sign the visitor into its sender's account.
+    It cannot carry the sign-in page's SameSite=Strict cookie, so it is refused; the
+    site's own form, with the cookie and the same token, signs in."""
+    token = ray_cluster.admin_token
+    with httpx.Client(base_url=ray_cluster.url, timeout=60) as forged:
+        refused = forged.post("/ui/signin", data={"token": token, "csrf": "guessed"})
+        assert refused.status_code == 403
+        assert "did not come from this site" in refused.text
+        assert "preannotate_session" not in forged.cookies
+    with httpx.Client(base_url=ray_cluster.url, timeout=60) as browser:
+        form = browser.get("/ui/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf and browser.cookies["preannotate_signin"] == csrf.group(1)
+        mismatched = browser.post("/ui/signin", data={"token": token, "csrf": "guessed"})
+        assert mismatched.status_code == 403
+        assert "preannotate_session" not in browser.cookies
+        signed = browser.post("/ui/signin", data={"token": token, "csrf": csrf.group(1)})
+        assert signed.status_code == 303
+        assert browser.cookies["preannotate_session"] == token
+
+
+@pytest.mark.parametrize("posted", ["\u00b2", "9" * 5000, "", "12a"])
+def test_a_form_id_that_is_no_number_is_a_400_that_says_what_to_choose(
+    ray_cluster: RayCluster, api: httpx.Client, posted: str
+) -> None:
+    """`str.isdigit` takes "²", which `int` refuses, and `int` refuses 5,000 digits: such a
+    posted id is treated as no choice, never a 500."""
+    xml = labels_xml('value="PERSON" model="ner_general_en_sm"')
+    body = {"name": f"ids-{uuid.uuid4().hex[:8]}", "labeling_config": xml}
+    project = api.post("/projects", json=body).json()["id"]
+    task = api.post(f"/projects/{project}/tasks?format=jsonl", content=b'{"text": "a"}\n')
+    token = ray_cluster.admin_token
+    cookies = {"preannotate_session": token}
+    with httpx.Client(base_url=ray_cluster.url, cookies=cookies, timeout=60) as client:
+        csrf = csrf_for(token)
+        job = client.post(
+            f"/ui/projects/{project}/preannotate", data={"task": posted, "csrf": csrf}
+        )
+        completion = client.post(
+            f"/ui/tasks/{task.json()['first_id']}/completions",
+            data={"from_prediction": posted, "csrf": csrf},
+        )
+    assert job.status_code == 400 and "select some tasks, or all" in job.text
+    assert completion.status_code == 400 and "choose a prediction to copy" in completion.text
+    assert api.get("/jobs", params={"project_id": project}).json() == []
+    assert api.get(f"/tasks/{task.json()['first_id']}/completions").json() == []
 
 
 def test_a_post_without_the_csrf_token_changes_nothing(ray_cluster: RayCluster) -> None:

@@ -151,6 +151,10 @@ def test_bad_requests_get_4xx_and_the_cluster_keeps_serving(api: httpx.Client) -
     wait_ready(api, server["id"])
     assert api.post(f"/servers/{server['id']}/predict", json={"tasks": []}).status_code == 422
     assert api.post(f"/servers/{server['id']}/predict", content=b"{not json").status_code == 422
+    long_number = b'{"tasks": [{"data": {"text": "a", "n": ' + b"9" * 5000 + b"}}]}"
+    refused = api.post(f"/servers/{server['id']}/predict", content=long_number)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "request body: a number longer than 4300 digits"
     partial = api.post(
         f"/servers/{server['id']}/predict",
         json={"tasks": [{"data": {"body": "no text"}}, {"data": {"text": NEWS_TEXT}}]},

@@ -10,6 +10,7 @@ with the token and cannot be forged without it.
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import parse_qs, quote
@@ -77,6 +78,17 @@ PostedForm = Annotated[Form, Depends(posted_form)]
 
 def first(form: Form, name: str, default: str = "") -> str:
     return form.get(name, [default])[0]
+
+
+ID_TEXT = re.compile(r"[0-9]{1,19}")
+"""An id as a form posts it: ASCII digits (`str.isdigit` also takes "²", which `int`
+refuses), no more than the largest id has, so `int` always reads it; a route's `Id`
+then bounds its value."""
+
+
+def form_ids(form: Form, name: str) -> list[int]:
+    """The ids posted under `name`; anything else is left out."""
+    return [int(value) for value in form.get(name, []) if ID_TEXT.fullmatch(value)]
 
 
 def safe_next(target: str) -> str:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from preannotate.deployments.pages.access import manages_project
 from preannotate.deployments.pages.render import PageError, attempt, error_page, page, see
-from preannotate.deployments.pages.session import PostedForm, SignedIn, first
+from preannotate.deployments.pages.session import PostedForm, SignedIn, first, form_ids
 from preannotate.deployments.routes import jobs as jobs_api
 from preannotate.deployments.routes import projects as projects_api
 from preannotate.deployments.routes import tasks as tasks_api
@@ -122,7 +122,7 @@ def deploy(ctx: Ctx, who: SignedIn, project_id: Id, _: PostedForm) -> Response:
 def preannotate(ctx: Ctx, who: SignedIn, project_id: Id, form: PostedForm) -> Response:
     """Start the job on the chosen server for the selected tasks (or all of them)."""
     everything = first(form, "all") == "on"
-    selected = [int(t) for t in form.get("task", []) if t.isdigit()]
+    selected = form_ids(form, "task")
 
     def start() -> dict:
         request = jobs_api.PreannotateRequest(
@@ -193,13 +193,13 @@ def task_page(
 @router.post("/tasks/{task_id}/completions", response_class=HTMLResponse)
 def create_completion(ctx: Ctx, who: SignedIn, task_id: Id, form: PostedForm) -> Response:
     """An editable copy of a prediction, as the caller's completion (Annotators too)."""
-    prediction = first(form, "from_prediction")
+    prediction = form_ids(form, "from_prediction")
 
     def create() -> dict:
-        body = tasks_api.CompletionRequest(from_prediction=int(prediction))
+        body = tasks_api.CompletionRequest(from_prediction=prediction[0])
         return tasks_api.create_completion(ctx, who.user, task_id, body)
 
-    if not prediction.isdigit():
+    if not prediction:
         return error_page(who, PageError(400, ["choose a prediction to copy"]))
     try:
         attempt(create)
