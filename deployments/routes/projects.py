@@ -26,6 +26,7 @@ from preannotate.deployments.routes.context import (
 )
 from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.deployments.routes.servers import shown, visible
+from preannotate.hub.catalog import HubModel
 from preannotate.hub.validation import validate_config
 from preannotate.store import NotFound, Role
 from preannotate.store.models import User
@@ -73,9 +74,24 @@ def health(ctx: Ctx) -> dict[str, Any]:
 @router.get(
     "/models", tags=["hub"], response_model=list[resources.HubModelEntry], responses=errors(401)
 )
-def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
+def models(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     """The Models Hub, with each model's predefined labels."""
-    return [m.manifest.model_dump() | {"builtin": m.builtin} for m in ctx.hub.models()]
+    roles = caller_roles(ctx, user)
+    return [hub_entry(m, roles) for m in ctx.hub.models()]
+
+
+PROJECT_PROVENANCE = ("source_project", "job_id")
+"""What a trained model's `training` says of the project it was trained on: shown only to
+members of that project (and admins); its labels and metrics are the hub's for all."""
+
+
+def hub_entry(model: HubModel, roles: dict[int, str] | None) -> dict[str, Any]:
+    """A hub model as the caller may see it (`roles`: `caller_roles`)."""
+    entry = model.manifest.model_dump() | {"builtin": model.builtin}
+    training = entry.get("training") or {}
+    if roles is not None and training.get("source_project") not in roles:
+        entry["training"] = {k: v for k, v in training.items() if k not in PROJECT_PROVENANCE}
+    return entry
 
 
 @router.get(
@@ -84,11 +100,11 @@ def models(ctx: Ctx, _: CurrentUser) -> list[dict[str, Any]]:
     response_model=resources.ModelVersions,
     responses=errors(401, 404),
 )
-def model_versions(ctx: Ctx, _: CurrentUser, name: str) -> dict[str, Any]:
+def model_versions(ctx: Ctx, user: CurrentUser, name: str) -> dict[str, Any]:
     """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
-    prefix = f"{name}_v"
+    prefix, roles = f"{name}_v", caller_roles(ctx, user)
     versions = [
-        m.manifest.model_dump() | {"builtin": m.builtin}
+        hub_entry(m, roles)
         for m in ctx.hub.models()
         if m.name == name or (m.name.startswith(prefix) and m.name[len(prefix) :].isdigit())
     ]

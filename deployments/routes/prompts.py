@@ -4,14 +4,15 @@ project's configuration (`configs/prompts.py`).
 Any signed-in user reads the library; admins, and users who are Owner or Manager in at
 least one project (those who configure projects), add to it. A changed prompt under a name
 already in the library gets the next version, so configurations deployed with the old one
-keep their hash until they are validated again.
+keep their hash until they are validated again. Only its author or an admin may change a
+prompt: every project naming it runs its next version.
 """
 
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from preannotate.configs.prompts import Prompt, PromptLibrary
+from preannotate.configs.prompts import Prompt, PromptLibrary, PromptTaken
 from preannotate.deployments.routes.context import MANAGE, Ctx, CurrentUser, errors
 from preannotate.deployments.routes.json_body import JsonBodyRoute
 from preannotate.store.models import User
@@ -32,9 +33,14 @@ def require_configurer(ctx: Ctx, user: User) -> None:
 
 @router.post("/prompts", status_code=201, response_model=Prompt, responses=errors(401, 403, 422))
 def add_prompt(ctx: Ctx, user: CurrentUser, prompt: Prompt) -> dict[str, Any]:
-    """Add a prompt to the library, or a new version of one (the answer has its version)."""
+    """Add a prompt to the library, or a new version of one of the caller's (the answer has
+    its version); changing another user's prompt is a 403."""
     require_configurer(ctx, user)
-    return PromptLibrary().add(prompt).model_dump()
+    try:
+        added = PromptLibrary().add(prompt, by=None if user.is_admin else user.id)
+    except PromptTaken as exc:
+        raise HTTPException(403, str(exc)) from None
+    return added.model_dump()
 
 
 @router.get("/prompts", response_model=list[Prompt], responses=errors(401))
