@@ -146,6 +146,15 @@ class Client:
     def models(self) -> list[Json]:
         return self._call("GET", "/models")
 
+    def prompts(self) -> list[Json]:
+        """The shared prompt library."""
+        return self._call("GET", "/prompts")
+
+    def add_prompt(self, prompt: Json) -> Json:
+        """Add a prompt to the library, or a new version of one of the caller's; the answer
+        has its version."""
+        return self._call("POST", "/prompts", json=prompt)
+
     def me(self) -> Json:
         """The caller: `{id, name, is_admin}`."""
         return self._call("GET", "/me")
@@ -223,6 +232,10 @@ class Client:
                 ("files", (Path(p).name, stack.enter_context(Path(p).open("rb")))) for p in paths
             ]
             return self._call("POST", f"/projects/{project_id}/files", files=parts)
+
+    def files(self, project_id: int) -> list[Json]:
+        """The documents uploaded to the project, with the task each became."""
+        return self._call("GET", f"/projects/{project_id}/files")["files"]
 
     def render(
         self, project_id: int, task_id: int, page: int = 1, version: int | None = None

@@ -29,11 +29,11 @@ JOB_LOG_KEPT = 500
 
 _TRANSITIONS: dict[JobState, set[JobState]] = {
     JobState.QUEUED: {JobState.RUNNING, JobState.CANCELLED, JobState.FAILED},
-    # Back to queued: a restarted scheduler re-queues what was running when it died.
+    # Back to queued: a restarted scheduler re-queues the bulk jobs that were running when
+    # it died; they keep their ids, so tasks they already predicted are skipped.
     JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.QUEUED},
-    # Resume: the job keeps its id, so tasks it already predicted are skipped.
-    JobState.FAILED: {JobState.QUEUED},
-    JobState.CANCELLED: {JobState.QUEUED},
+    JobState.FAILED: set(),
+    JobState.CANCELLED: set(),
     JobState.SUCCEEDED: set(),
 }
 _FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}

@@ -726,18 +726,23 @@ def test_job_progress_states_and_recovery(store: Store) -> None:
     assert job.errors[-1] == {"task_id": 149, "error": "boom 149"}
     assert job.started_at is not None and job.finished_at is None
 
+    requeued = store.set_job_state(job.id, JobState.QUEUED)  # by a restarted scheduler
+    assert (requeued.state, requeued.finished_at, requeued.done) == ("queued", None, 90)
+    store.set_job_state(job.id, "running")
     assert [j.id for j in store.unfinished_jobs()] == [job.id, train.id]
     cancelled = store.set_job_state(job.id, "cancelled", reason="user asked")
     assert (cancelled.reason, cancelled.finished_at is not None) == ("user asked", True)
     assert [j.id for j in store.unfinished_jobs()] == [train.id]
     assert [j.id for j in store.list_jobs(project_id, states=["cancelled"])] == [job.id]
+    with pytest.raises(InvalidState, match=f"job {job.id} is cancelled; it cannot become queued"):
+        store.set_job_state(job.id, JobState.QUEUED)
 
-    resumed = store.set_job_state(job.id, JobState.QUEUED)
-    assert (resumed.state, resumed.finished_at, resumed.done) == ("queued", None, 90)
-    store.set_job_state(job.id, "running")
-    store.set_job_state(job.id, "succeeded")
-    with pytest.raises(InvalidState, match=f"job {job.id} is succeeded; it cannot become running"):
-        store.set_job_state(job.id, "running")
+    store.set_job_state(train.id, "running")
+    store.set_job_state(train.id, "succeeded")
+    with pytest.raises(
+        InvalidState, match=f"job {train.id} is succeeded; it cannot become running"
+    ):
+        store.set_job_state(train.id, "running")
     with pytest.raises(InvalidInput, match="unknown job kind 'export'"):
         store.create_job(project_id, "export")
     assert json.dumps(store.get_job(job.id).as_dict())  # ready for the HTTP API

@@ -17,6 +17,7 @@ import pymupdf
 import pytest
 from typer.testing import CliRunner
 
+from preannotate.client.api import Client
 from preannotate.client.cli import app
 from preannotate.configs.files import FileReferenceError, resolve
 from preannotate.hub.catalog import Hub
@@ -92,6 +93,16 @@ def annotated(ray_cluster: RayCluster) -> dict:
         assert job["state"] == "succeeded" and job["failed"] == 0, job["errors"]
         results = {f["name"]: latest(client, f["task_id"]) for f in files}
         yield {"project": project, "files": files, "job": job, "results": results}
+
+
+def test_the_python_client_lists_a_projects_documents(
+    ray_cluster: RayCluster, annotated: dict
+) -> None:
+    with Client(ray_cluster.url, ray_cluster.admin_token) as client:
+        listed = client.files(annotated["project"])
+    assert [(f["name"], f["task_id"], f["pages"]) for f in listed] == [
+        (f["name"], f["task_id"], f["pages"]) for f in annotated["files"]
+    ]
 
 
 def test_uploads_become_tasks_and_boxes_land_on_the_words(annotated: dict) -> None:
