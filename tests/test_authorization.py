@@ -28,6 +28,8 @@ from preannotate.client.cli import app
 from preannotate.client.launch import admin_token
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
+from preannotate.deployments.routes.context import Context
+from preannotate.deployments.routes.refusals import for_caller
 from preannotate.hub.catalog import Hub
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
 from tests.conftest import RayCluster, labels_xml, servers_deleted_after
@@ -85,6 +87,46 @@ def test_ensure_admin_creates_the_admin_and_brings_it_back(store: Store) -> None
     store.delete_user(admin.id)
     back = store.ensure_admin("admin")
     assert (back.id, back.deleted_at, back.is_admin) == (admin.id, None, True)
+
+
+def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
+    store: Store,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A capacity refusal says what holds the cluster; of other projects, only how much."""
+    ana, bob = store.create_user("ana"), store.create_user("bob")
+    admin = store.create_user("root", is_admin=True)
+    anas, bobs = store.create_project("anas"), store.create_project("bobs")
+    store.set_role(ana.id, anas.id, "owner")
+    store.set_role(bob.id, bobs.id, "owner")
+    mine = store.record_server(config={}, config_hash="a", project_ids=[anas.id]).id
+    theirs = store.record_server(config={}, config_hash="b", project_ids=[bobs.id]).id
+    run = store.create_job(bobs.id, "train").id
+    message = (
+        f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
+        f"(1 licensed replica), {theirs} (1 licensed replica), training job {run}). "
+        f"Delete one of these servers on the Clusters page to free it: {mine}, {theirs}."
+    )
+    ctx = Context(store, Hub(tmp_path))
+    assert for_caller(ctx, admin, message, [mine, theirs]) == (message, [mine, theirs])
+    assert for_caller(ctx, ana, message, [mine, theirs]) == (
+        f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
+        "(1 licensed replica), 1 server and 1 training run of other projects). "
+        f"Delete one of these servers on the Clusters page to free it: {mine}, "
+        "a server of another project.",
+        [mine],
+    )
+    held = f"no node has a free GPU (need 1 per replica; held by {mine}, {theirs})"
+    assert for_caller(ctx, bob, held, [mine, theirs]) == (
+        f"no node has a free GPU (need 1 per replica; held by a server of another project, "
+        f"{theirs})",
+        [theirs],
+    )
+    both = f"Delete all of these servers on the Clusters page to free it: {mine}, {theirs}."
+    assert for_caller(ctx, store.create_user("cy"), both, [mine, theirs]) == (
+        "Delete all of these servers on the Clusters page to free it: 2 servers of other projects.",
+        [],
+    )
 
 
 # -- the access cache of a router replica --------------------------------------------------

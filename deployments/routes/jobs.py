@@ -22,6 +22,7 @@ from preannotate.deployments.routes.context import (
     require_role,
 )
 from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.routes.refusals import refusals_for
 from preannotate.deployments.routes.servers import require_server_use
 from preannotate.store import JobState
 from preannotate.store.models import Job
@@ -80,15 +81,16 @@ def preannotate(
     require_role(ctx, user, project_id, MANAGE)
     if request.server_id is not None:
         require_server_use(ctx, user, request.server_id)
-    job_id = ray.get(
-        ctx.scheduler.submit_preannotate.remote(
-            project_id,
-            request.task_ids,
-            request.server_id,
-            request.deploy_if_missing,
-            request.token_budget,
+    with refusals_for(ctx, user):
+        job_id = ray.get(
+            ctx.scheduler.submit_preannotate.remote(
+                project_id,
+                request.task_ids,
+                request.server_id,
+                request.deploy_if_missing,
+                request.token_budget,
+            )
         )
-    )
     return job_json(ctx.store.get_job(job_id))
 
 
@@ -103,7 +105,8 @@ def train(ctx: Ctx, user: CurrentUser, project_id: Id, spec: TrainingSpec) -> di
     result is registered in the Models Hub as `<model_name>_v<n>`. Checked before any work:
     too few completions or labels the configuration lacks give 422."""
     require_role(ctx, user, project_id, MANAGE)
-    job_id = ray.get(ctx.scheduler.submit_training.remote(project_id, spec.model_dump()))
+    with refusals_for(ctx, user):
+        job_id = ray.get(ctx.scheduler.submit_training.remote(project_id, spec.model_dump()))
     return job_json(ctx.store.get_job(job_id))
 
 

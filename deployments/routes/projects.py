@@ -25,6 +25,7 @@ from preannotate.deployments.routes.context import (
     require_role,
 )
 from preannotate.deployments.routes.json_body import JsonBodyRoute
+from preannotate.deployments.routes.refusals import for_caller, refusals_for
 from preannotate.deployments.routes.servers import shown, visible
 from preannotate.hub.catalog import HubModel
 from preannotate.hub.validation import validate_config
@@ -263,7 +264,9 @@ def deploy(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str, Any]:
     members may then use it, not manage it); 409 with what is missing and which servers
     could be deleted when the cluster cannot take it."""
     require_role(ctx, user, project_id, MANAGE)
-    return shown(ray.get(ctx.scheduler.deploy.remote(project_id)), caller_roles(ctx, user))
+    with refusals_for(ctx, user):
+        server = ray.get(ctx.scheduler.deploy.remote(project_id))
+    return shown(server, caller_roles(ctx, user))
 
 
 @router.get(
@@ -277,4 +280,11 @@ def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str
     that the caller may use, and whether one can be deployed."""
     require_role(ctx, user, project_id, MANAGE)
     options = ray.get(ctx.scheduler.preannotate_options.remote(project_id))
-    return options | {"servers": visible(options["servers"], caller_roles(ctx, user))}
+    reason, candidates = for_caller(
+        ctx, user, options["reason"] or "", options["delete_candidates"]
+    )
+    return options | {
+        "servers": visible(options["servers"], caller_roles(ctx, user)),
+        "reason": reason or None,
+        "delete_candidates": candidates,
+    }
