@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from preannotate.annotators.gold_items import readable_gold
 from preannotate.annotators.marked import NONE, predict_assertions, predict_relations
 from preannotate.annotators.marked_training import (
     assertion_gold,
@@ -162,7 +163,9 @@ def training_data(
     spec: TrainingSpec, labeling: LabelingConfig, annotated: Iterable[tuple[int, dict, list]]
 ) -> TrainingData:
     """Gold data from `(task id, task data, completion result)`; refuses, before any work,
-    labels the configuration does not offer and too few completions."""
+    regions it cannot read (`gold_items.py`), labels the configuration does not offer and
+    too few completions."""
+    annotated = readable_gold(labeling, annotated)
     if spec.kind in MARKED_KINDS:
         gold = assertion_gold if spec.kind == "assertion" else relation_gold
         offered, texts, chunks = gold(labeling, annotated)

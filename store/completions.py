@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
-from preannotate.store.results import result_problem
 from preannotate.store.tasks_io import task_data
 
 
@@ -29,8 +28,6 @@ class CompletionOps(Database):
         """
         if (result is None) == (copied_from is None):
             raise InvalidInput("give either a result or a prediction to copy, not both or neither")
-        if result is not None and (problem := result_problem(result)) is not None:
-            raise InvalidInput(problem)
         with self._write() as session:
             get_or_raise(session, Task, task_id)
             if created_by is not None:
@@ -70,8 +67,8 @@ class CompletionOps(Database):
         independently. One transaction, with the project locked, so two annotations of the
         same new document make one task.
         """
-        if (problem := result_problem(result)) is not None:
-            raise InvalidInput(f"the annotation's {problem}")
+        if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
+            raise InvalidInput("an annotation's result must be a list of objects")
         document = {key: data[key] for key in keys if isinstance(data.get(key), str)}
         with self._write() as session:
             get_or_raise(session, Project, project_id, for_update=True)

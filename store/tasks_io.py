@@ -19,7 +19,6 @@ from typing import IO, Any, Literal
 from preannotate.store import standard_json
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Task
-from preannotate.store.results import result_problem
 
 TaskFormat = Literal["json", "jsonl", "csv"]
 ExportFormat = Literal["generative-ai-lab", "label-studio"]
@@ -141,9 +140,6 @@ def _completion_results(annotations: Any, where: str) -> list[list[dict[str, Any
         isinstance(a, dict) and isinstance(a.get("result"), list) for a in annotations
     ):
         raise InvalidInput(f"{where}: completions must be a list of objects with a 'result' list")
-    for number, annotation in enumerate(annotations, start=1):
-        if (problem := result_problem(annotation["result"])) is not None:
-            raise InvalidInput(f"{where}: completion {number}: {problem}")
     return [a["result"] for a in annotations]
 
 

@@ -126,38 +126,6 @@ def test_a_body_that_is_not_standard_json_is_a_422_and_stores_nothing(
     assert listed.status_code == 200 and listed.json() == []
 
 
-SPAN = {"from_name": "label", "to_name": "text", "type": "labels"}
-
-
-@pytest.mark.parametrize(
-    ("item", "message"),
-    [
-        ({**SPAN, "value": "x"}, "result item 1: its 'value' must be an object"),
-        ({**SPAN, "value": {"labels": ["PERSON"]}}, "whole numbers 0 <= 'start' <= 'end'"),
-        ({**SPAN, "value": {"start": 5, "end": 2, "labels": ["PERSON"]}}, "0 <= 'start'"),
-        ({**SPAN, "value": {"start": 0, "end": 2, "labels": []}}, "at least one string"),
-        ({**SPAN, "type": "choices", "value": {"choices": "yes"}}, "a list of strings"),
-        ({**SPAN, "type": "rectanglelabels", "value": {"x": 1}}, "numbers 'x', 'y'"),
-    ],
-)
-def test_a_completion_that_training_could_not_read_is_a_400_and_stores_nothing(
-    api: httpx.Client, item: object, message: str
-) -> None:
-    """A completion's regions must have the shape training and the pages read, or a later
-    training run would fail on them."""
-    project = new_project(api)
-    task = api.post(f"/projects/{project}/tasks?format=jsonl", content=b'{"text": "Ann Lee"}\n')
-    url = f"/tasks/{task.json()['first_id']}/completions"
-    assert message in refusal(api.post(url, json={"result": [item]}), 400)
-    assert api.get(url).json() == []
-    imported = json.dumps({"data": {"text": "x"}, "completions": [{"result": [item]}]})
-    response = api.post(f"/projects/{project}/tasks?format=jsonl", content=imported.encode())
-    assert refusal(response, 400).startswith("request body line 1: completion 1: result item 1")
-    assert task_texts(api, project) == ["Ann Lee"]
-    good = {**SPAN, "value": {"start": 0, "end": 3, "text": "Ann", "labels": ["PERSON"]}}
-    assert api.post(url, json={"result": [good, {"type": "relation", "from_id": "a"}]}).is_success
-
-
 def test_every_route_with_a_body_reads_it_as_standard_json() -> None:
     """A route added without `JsonBodyRoute` would take NaN and lone surrogates again."""
     loose = [

@@ -51,6 +51,50 @@ def run_to_end(
             return losses, done.value
 
 
+FOREIGN = [  # other tools' and other controls' items, which training leaves alone
+    {"from_name": "speech", "to_name": "audio", "type": "labels", "value": {"start": 0.5}},
+    {"from_name": "html", "type": "hypertextlabels", "value": {"start": "/p[1]", "end": "/p[2]"}},
+    {"from_name": "notes", "to_name": "text", "type": "textarea", "value": {"text": ["fine"]}},
+    {"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": 4}},
+    {"from_name": "label", "to_name": "text", "type": "labels", "value": {}},
+    {"from_name": ["label"], "type": "labels", "value": {"start": "x"}},
+    "not an item",
+]
+SPAN = {"from_name": "label", "to_name": "text", "type": "labels", "id": "a"}
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ({**SPAN, "value": "PER"}, "a 'labels' region's value must be an object"),
+        ({**SPAN, "value": {"labels": ["DRUG"]}}, "whole numbers 0 <= 'start' <= 'end'"),
+        ({**SPAN, "value": {"start": 5, "end": 2, "labels": ["DRUG"]}}, "0 <= 'start' <= 'end'"),
+        ({**SPAN, "value": {"start": 0, "end": 2**40, "labels": ["DRUG"]}}, "beyond the task's"),
+        ({**SPAN, "value": {"start": 0, "end": 2, "labels": []}}, "at least one string"),
+        ({**SPAN, "id": ["a"], "value": {"start": 0, "end": 2, "labels": ["DRUG"]}}, "'id'"),
+        ({"type": "relation", "from_id": ["a"], "to_id": "b"}, "'from_id' and 'to_id'"),
+        ({"type": "relation", "from_id": "a", "to_id": "b", "labels": 5}, "'labels' must be"),
+    ],
+)
+def test_a_region_training_cannot_read_refuses_the_run_naming_the_task_and_item(
+    item: dict, problem: str
+) -> None:
+    """Only the regions of the project's own controls are read; a completion may hold any
+    tool's items besides them, but a region of its controls must have the shape training
+    reads (`annotators/gold_items.py`), or the run is refused before any work."""
+    spec = TrainingSpec(kind="relation", model_name="m")
+    rows = annotated(ANNOTATED[:20])
+    for _, _, result in rows:
+        result.extend(copy.deepcopy(FOREIGN))
+    data = training_data(spec, LABELING, rows)  # the foreign items change nothing
+    assert data.texts == training_data(spec, LABELING, annotated(ANNOTATED[:20])).texts
+    rows[3][2].insert(0, item)
+    with pytest.raises(ConfigError) as refused:
+        training_data(spec, LABELING, rows)
+    assert refused.value.problems[0].startswith("the completion of task 4: result item 1: ")
+    assert problem in refused.value.problems[0]
+
+
 def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
     spec = TrainingSpec(kind="ner", model_name="m")
     with pytest.raises(ConfigError, match="at least 10 completions with spans; the project has 4"):
@@ -136,6 +180,23 @@ def import_annotated(api: httpx.Client, rows: list[dict]) -> int:
 
 def train_job(api: httpx.Client, project: int, **body) -> httpx.Response:
     return api.post(f"/projects/{project}/train", json={"kind": "ner", **body})
+
+
+def test_a_completion_training_cannot_read_is_a_422_naming_its_task(api: httpx.Client) -> None:
+    """Any completion is kept as written; the training run it would break is refused
+    before any work, naming the task, and no job starts."""
+    project = import_annotated(api, ANNOTATED[:12])
+    task = api.get(f"/projects/{project}/tasks").json()["tasks"][0]["id"]
+    unreadable = {**SPAN, "value": {"labels": ["DRUG"]}}
+    written = api.post(f"/tasks/{task}/completions", json={"result": [unreadable]})
+    assert written.status_code == 201, written.text
+    refused = api.post(f"/projects/{project}/train", json={"kind": "ner", "model_name": "m"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == (
+        f"the completion of task {task}: result item 1: a 'labels' region needs whole "
+        "numbers 0 <= 'start' <= 'end'"
+    )
+    assert api.get("/jobs", params={"project_id": project}).json() == []
 
 
 def test_training_runs_next_to_bulk_work_and_the_model_is_deployed(api: httpx.Client) -> None:
