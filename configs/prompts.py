@@ -196,7 +196,7 @@ class PromptLibrary:
         with (self.root / LOCK_FILE).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             existing = self.find(prompt.name)
-            authors = self._authors()
+            authors = {} if by is None else self._authors()
             if existing is not None:
                 changed = existing.model_dump(exclude={"version"}) != prompt.model_dump(
                     exclude={"version"}
@@ -211,9 +211,20 @@ class PromptLibrary:
         return prompt
 
     def _authors(self) -> dict[str, int]:
-        """Prompt name -> the id of the user who added it over HTTP."""
+        """Prompt name -> the id of the user who added it over HTTP; a file that is not that
+        is a ConfigError naming it, never a guess about who may change what."""
         file = self.root / AUTHORS_FILE
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        if not file.is_file():
+            return {}
+        try:
+            authors = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            authors = None
+        if not isinstance(authors, dict) or not all(type(v) is int for v in authors.values()):
+            raise ConfigError(
+                [f"{file} is not a JSON object of prompt names and user ids; mend or remove it"]
+            )
+        return authors
 
     def _replace(self, name: str, text: str) -> None:
         staging = self.root / f".{name}.adding"

@@ -297,16 +297,19 @@ class Scheduler:
         for job in await asyncio.to_thread(self.store.unfinished_jobs):
             if job.id in self.jobs:
                 continue
-            if job.kind == JobKind.TRAIN:
-                await asyncio.to_thread(
-                    self.store.set_job_state,
-                    job.id,
-                    JobState.FAILED,
-                    "the scheduler restarted during training; start it again",
-                )
+            try:
+                if job.kind == JobKind.TRAIN:
+                    await asyncio.to_thread(
+                        self.store.set_job_state,
+                        job.id,
+                        JobState.FAILED,
+                        "the scheduler restarted during training; start it again",
+                    )
+                    continue
+                if job.state == JobState.RUNNING:
+                    await asyncio.to_thread(self.store.set_job_state, job.id, JobState.QUEUED)
+            except InvalidState:  # cancelled since it was read: it stays so
                 continue
-            if job.state == JobState.RUNNING:
-                await asyncio.to_thread(self.store.set_job_state, job.id, JobState.QUEUED)
             in_flight = await asyncio.to_thread(self._in_flight, job.server_id)
             if job.id in self.jobs:  # started by another call during the awaits above
                 continue

@@ -20,17 +20,27 @@ from typing import Any
 
 import httpx
 import pytest
+from ray.exceptions import RayTaskError
 from sqlalchemy import event
 from typer.testing import CliRunner
 
 from preannotate.client.api import TOKEN_ENV, URL_ENV
 from preannotate.client.cli import app
 from preannotate.client.launch import admin_token
+from preannotate.cluster.capacity import (
+    FitResult,
+    NodeResources,
+    ResourceRequest,
+    SeatUse,
+    ServerHolding,
+    check_fit,
+)
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
 from preannotate.deployments.routes.context import Context
-from preannotate.deployments.routes.refusals import for_caller
+from preannotate.deployments.routes.refusals import for_caller, refusals_for
 from preannotate.hub.catalog import Hub
+from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import AlreadyExists, InvalidState, NotFound, Store
 from tests.conftest import RayCluster, labels_xml, servers_deleted_after
 from tests.test_store import db_path, postgres_database, store, store_url  # noqa: F401
@@ -93,8 +103,9 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
     store: Store,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A capacity refusal says what holds the cluster; of other projects, only how much."""
-    ana, bob = store.create_user("ana"), store.create_user("bob")
+    """A capacity refusal (`check_fit`'s own words) says what holds the cluster; of other
+    projects, only how much, and it asks the caller to delete only their servers."""
+    ana, bob, cy = (store.create_user(name) for name in ("ana", "bob", "cy"))
     admin = store.create_user("root", is_admin=True)
     anas, bobs = store.create_project("anas"), store.create_project("bobs")
     store.set_role(ana.id, anas.id, "owner")
@@ -102,30 +113,50 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
     mine = store.record_server(config={}, config_hash="a", project_ids=[anas.id]).id
     theirs = store.record_server(config={}, config_hash="b", project_ids=[bobs.id]).id
     run = store.create_job(bobs.id, "train").id
-    message = (
-        f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
-        f"(1 licensed replica), {theirs} (1 licensed replica), training job {run}). "
-        f"Delete one of these servers on the Clusters page to free it: {mine}, {theirs}."
-    )
     ctx = Context(store, Hub(tmp_path))
-    assert for_caller(ctx, admin, message, [mine, theirs]) == (message, [mine, theirs])
-    assert for_caller(ctx, ana, message, [mine, theirs]) == (
+    nodes = [NodeResources(node_id="n", total={"CPU": 4, "license_token": 3}, available={"CPU": 4})]
+    licensed = ResourceRequest(num_cpus=1, license_tokens=1)
+
+    def refused(
+        holders: list[str], seats: SeatUse | None = None, request: ResourceRequest = licensed
+    ) -> FitResult:
+        holdings = [
+            ServerHolding(server_id=s, resources={"CPU": 1, "license_token": 1}) for s in holders
+        ]
+        return check_fit(request, nodes, holdings, seats)
+
+    seats = SeatUse(seats=3, servers={mine: 1, theirs: 1}, training_jobs=[run])
+    one_of = refused([mine, theirs], seats)
+    assert for_caller(ctx, admin, one_of.message, one_of.delete_candidates) == (
+        one_of.message,
+        [mine, theirs],
+    )
+    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates) == (
         f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
-        "(1 licensed replica), 1 server and 1 training run of other projects). "
-        f"Delete one of these servers on the Clusters page to free it: {mine}, "
-        "a server of another project.",
+        "(1 licensed replica), 1 server and 1 training run of other projects); no node has "
+        "a free license_token (need 1 per replica; held by "
+        f"{mine}, a server of another project). Delete one of these servers on the "
+        f"Clusters page to free it: {mine}.",
         [mine],
     )
-    held = f"no node has a free GPU (need 1 per replica; held by {mine}, {theirs})"
-    assert for_caller(ctx, bob, held, [mine, theirs]) == (
-        f"no node has a free GPU (need 1 per replica; held by a server of another project, "
-        f"{theirs})",
-        [theirs],
+    assert for_caller(ctx, cy, one_of.message, one_of.delete_candidates)[0].endswith(
+        "(need 1 per replica; held by 2 servers of other projects). Deleting one of 2 "
+        "servers of other projects would free it; their managers or an admin can delete those."
     )
-    both = f"Delete all of these servers on the Clusters page to free it: {mine}, {theirs}."
-    assert for_caller(ctx, store.create_user("cy"), both, [mine, theirs]) == (
-        "Delete all of these servers on the Clusters page to free it: 2 servers of other projects.",
+    nodes[0].total["license_token"] = 2
+    together = refused([mine, theirs], request=ResourceRequest(license_tokens=2))
+    assert together.delete_together
+    assert for_caller(ctx, bob, together.message, together.delete_candidates) == (
+        "Cannot deploy: no node has a free license_token (need 2 per replica; held by a "
+        f"server of another project, {theirs}). Deleting {theirs} and a server of another "
+        "project together would free it; its managers or an admin can delete it.",
         [],
+    )
+    cause = DeployRefused(together.message, together.delete_candidates)
+    with pytest.raises(DeployRefused) as raised, refusals_for(ctx, bob):
+        raise RayTaskError("deploy", "", cause).as_instanceof_cause()  # as the route gets it
+    assert (raised.value.message, raised.value.delete_candidates) == for_caller(
+        ctx, bob, together.message, together.delete_candidates
     )
 
 

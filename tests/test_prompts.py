@@ -77,6 +77,12 @@ def test_a_changed_prompt_gets_the_next_version_and_a_new_configuration_hash(
     with pytest.raises(PromptTaken):  # added with the CLI: only admins change it over HTTP
         library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x"), by=7)
     assert library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x")).version == 2
+    authors = library.root / ".authors"
+    for broken in ("{not json", '["alices"]', '{"alices": "7"}'):
+        authors.write_text(broken)
+        with pytest.raises(ConfigError, match=r"\.authors is not a JSON object of prompt names"):
+            library.add(parse_prompt({**TOPIC, "name": "alices", "threshold": 0.9}, "x"), by=7)
+    assert library.add(parse_prompt({**TOPIC, "threshold": 0.6}, "x")).version == 3  # admins
 
     with pytest.raises(ConfigError) as bad:
         read_prompt_file(write(tmp_path / "bad.json", {**TOPIC, "classes": {}, "type": "x"}))

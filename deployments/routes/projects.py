@@ -5,6 +5,7 @@ Taking access away (a user deleted, a token rotated, a member removed) re-reads 
 epoch at once, so this replica's cache forgets the old access before the answer goes out
 (and the other replicas within `access_cache.EPOCH_CHECK_S`)."""
 
+import re
 from typing import Any
 
 import ray
@@ -81,6 +82,8 @@ def models(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     return [hub_entry(m, roles) for m in ctx.hub.models()]
 
 
+WHOLE = re.compile(r"[0-9]{1,9}")
+"""A manifest version that sorts as a number ("²" passes `str.isdigit`, not `int`)."""
 PROJECT_PROVENANCE = ("source_project", "job_id")
 """What a trained model's `training` says of the project it was trained on: shown only to
 members of that project (and admins); its labels and metrics are the hub's for all."""
@@ -111,7 +114,7 @@ def model_versions(ctx: Ctx, user: CurrentUser, name: str) -> dict[str, Any]:
     ]
     if not versions:
         raise NotFound(f"no model named {name!r} or {prefix}<n> in the Models Hub")
-    versions.sort(key=lambda v: int(v["version"]) if v["version"].isdigit() else 0)
+    versions.sort(key=lambda v: int(v["version"]) if WHOLE.fullmatch(v["version"]) else 0)
     return {"name": name, "versions": versions}
 
 

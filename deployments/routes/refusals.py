@@ -3,8 +3,8 @@
 A refused deploy or training run says what holds the cluster: which servers hold the GPU
 or the license seats, which training runs hold seats, which servers to delete. Servers
 and training runs of projects the caller has no role in are not named to them (admins see
-all); the caller is told how many of the cluster's other projects' servers and runs hold
-it, and is offered only servers they may see to delete.
+all): they are told how many of other projects' servers and runs hold it, and are asked
+to delete only servers they may see.
 """
 
 import re
@@ -16,13 +16,15 @@ from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import NotFound
 from preannotate.store.models import User
 
-NAMED_SERVER = re.compile(r"\bserver-\d+\b")
-NAMED_RUN = re.compile(r"\btraining job (\d+)\b")
+NAMED_SERVER = re.compile(r"(?<![\w.-])server-\d+(?![\w-])")
+NAMED_RUN = re.compile(r"(?<![\w.-])training job (\d+)(?![\w-])")
 OTHERS = {"server": "a server of another project", "run": "a training run of another project"}
-_RUNS_OF_OTHERS = re.compile(
+_OTHERS_LISTED = re.compile(
     "(?:(?:{0}|{1})(?: \\([^)]*\\))?, )*(?:{0}|{1})(?: \\([^)]*\\))?".format(*OTHERS.values())
 )
 """A list of others' servers and runs, each perhaps with what it holds in parentheses."""
+ADVICE = re.compile(r"Delete (one|all) of these servers on the Clusters page to free it: .*$")
+"""The closing advice of `FitResult.explain` (`cluster/capacity.py`)."""
 
 
 def for_caller(
@@ -47,9 +49,35 @@ def for_caller(
             return False
 
     shown = {s for s in set(NAMED_SERVER.findall(message)) | set(candidates) if visible_server(s)}
+    mine = [s for s in candidates if s in shown]
+    advice = ADVICE.search(message)
+    if advice and len(mine) < len(candidates):
+        message = message[: advice.start()] + _advice(advice[1] == "all", mine, candidates)
     text = NAMED_SERVER.sub(lambda m: m[0] if m[0] in shown else OTHERS["server"], message)
     text = NAMED_RUN.sub(lambda m: m[0] if visible_run(m[1]) else OTHERS["run"], text)
-    return _RUNS_OF_OTHERS.sub(_counted, text), [s for s in candidates if s in shown]
+    together_with_others = bool(advice and advice[1] == "all" and len(mine) < len(candidates))
+    return _OTHERS_LISTED.sub(_counted, text), [] if together_with_others else mine
+
+
+def _advice(together: bool, mine: list[str], candidates: list[str]) -> str:
+    """The advice when some of the servers to delete are other projects'."""
+    hidden = len(candidates) - len(mine)
+    others = OTHERS["server"] if hidden == 1 else f"{_servers(hidden)} of other projects"
+    who = (
+        "its managers or an admin can delete it"
+        if hidden == 1
+        else ("their managers or an admin can delete those")
+    )
+    if together:
+        yours = f"{', '.join(mine)} and " if mine else ""
+        return f"Deleting {yours}{others} together would free it; {who}."
+    if mine:
+        return f"Delete one of these servers on the Clusters page to free it: {', '.join(mine)}."
+    return f"Deleting {'' if hidden == 1 else 'one of '}{others} would free it; {who}."
+
+
+def _servers(count: int) -> str:
+    return f"{count} server{'s' if count != 1 else ''}"
 
 
 def _counted(found: re.Match[str]) -> str:
@@ -58,8 +86,8 @@ def _counted(found: re.Match[str]) -> str:
     servers, runs = (found[0].count(OTHERS[kind]) for kind in ("server", "run"))
     if servers + runs == 1:
         return found[0]
-    parts = [f"{servers} server{'s' if servers > 1 else ''}"] if servers else []
-    parts += [f"{runs} training run{'s' if runs > 1 else ''}"] if runs else []
+    parts = [_servers(servers)] if servers else []
+    parts += [f"{runs} training run{'s' if runs != 1 else ''}"] if runs else []
     return f"{' and '.join(parts)} of other projects"
 
 
