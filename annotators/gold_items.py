@@ -3,11 +3,14 @@
 A completion keeps what any tool wrote: Label Studio's regions of this project's
 controls and of others (a Label Studio project may have more controls: audio spans in
 seconds, HyperText ranges as XPath, text areas, ratings), and results written before the
-labeling config changed. Training reads only the regions of the project's own controls:
-`labels` spans of its `<Labels>`, boxes of its `<RectangleLabels>`, the choices of its
-`<Choices>`, and the relations between regions. This module keeps those items, leaves
-every other item out, and refuses the run before any work (422) when a kept item cannot
-be read, naming the task and the item, instead of the run failing inside.
+labeling config changed. A run reads only what its kind learns from, of the project's
+own controls: the `labels` spans of its `<Labels>` (NER, assertion, relation, which also
+reads the relations between them), the choices of its `<Choices>` (classification), the
+boxes of its `<RectangleLabels>` (visual NER). This module keeps those items and leaves
+every other item out, as the readers always did with a region that holds no label or a
+span beyond the text (Label Studio's offsets can overshoot). It refuses the run before
+any work (422) when a kept item cannot be read at all, naming the task and the item,
+instead of the run failing inside.
 """
 
 from collections.abc import Iterable
@@ -19,38 +22,47 @@ from preannotate.configs.labeling import LabelingConfig
 Annotated = tuple[int, dict, list]
 """`(task id, task data, the result of its latest completion)`."""
 MAX_PROBLEMS = 20
+SPAN_KINDS = frozenset({"ner", "assertion", "relation"})
+MAX_COORDINATE = 1e6
+"""Box coordinates are percentages of the page; anything far beyond is no box."""
 
 
-def readable_gold(labeling: LabelingConfig, annotated: Iterable[Annotated]) -> list[Annotated]:
-    """Each row with only the items training reads; ConfigError when one of those cannot
-    be read."""
-    spans = {c.name: c.to_name for c in labeling.labels if c.kind == "labels"}
-    boxes = {c.name for c in labeling.labels if c.kind == "rectanglelabels"}
-    choices = {c.name for c in labeling.choices}
+def readable_gold(
+    kind: str, labeling: LabelingConfig, annotated: Iterable[Annotated]
+) -> list[Annotated]:
+    """Each row with only the items a `kind` run reads; ConfigError when one of those
+    cannot be read."""
+    controls = {
+        c.name: c.to_name
+        for c in labeling.labels
+        if (c.kind == "labels" and kind in SPAN_KINDS)
+        or (c.kind == "rectanglelabels" and kind == "visual_ner")
+    }
+    if kind == "classification":
+        controls = {c.name: c.to_name for c in labeling.choices}
     fields = {o.name: o.value for o in labeling.objects}
+    spans = [c for c in labeling.labels if c.kind == "labels"]
+    relations = kind == "relation"
     rows, problems = [], []
     for task_id, data, result in annotated:
+        text = data.get(fields.get(spans[0].to_name, "")) if spans else None
         kept = []
         for number, item in enumerate(result if isinstance(result, list) else [], start=1):
             if not isinstance(item, dict):
                 continue
-            name, kind, value = item.get("from_name"), item.get("type"), item.get("value")
-            if kind == "relation":
-                if not labeling.relations:
+            name = item.get("from_name")
+            if item.get("type") == "relation":
+                if not relations:
                     continue
                 problem = _relation_problem(item)
-            elif not isinstance(name, str):
+            elif not isinstance(name, str) or name not in controls:
                 continue
-            elif kind == "labels" and name in spans:
-                if not value:  # a region without a label: nothing to learn
-                    continue
-                problem = _span_problem(item, data.get(fields.get(spans[name], "")))
-            elif kind == "rectanglelabels" and name in boxes:
-                problem = _box_problem(value)
-            elif name in choices:
-                problem = _choices_problem(value)
+            elif item.get("to_name", controls[name]) != controls[name]:
+                continue  # another tool's control of the same name, on another object
             else:
-                continue
+                problem = _problem(kind, item, text)
+                if problem == SKIP:
+                    continue
             if problem:
                 problems.append(
                     f"the completion of task {task_id}: result item {number}: {problem}"
@@ -63,35 +75,45 @@ def readable_gold(labeling: LabelingConfig, annotated: Iterable[Annotated]) -> l
     return rows
 
 
-def _span_problem(item: dict, text: Any) -> str | None:
-    value = item["value"]
+SKIP = "skip"
+"""What `_problem` says of an item its reader passes over."""
+
+
+def _problem(kind: str, item: dict, text: Any) -> str | None:
+    value = item.get("value")
+    if kind == "classification":
+        if not isinstance(value, dict) or not _strings(value.get("choices", [])):
+            return "a 'choices' item needs a value with 'choices', a list of strings"
+        return None
+    wanted = "rectanglelabels" if kind == "visual_ner" else "labels"
+    if item.get("type") != wanted or not value:
+        return SKIP
     if not isinstance(value, dict):
-        return "a 'labels' region's value must be an object"
-    start, end = value.get("start"), value.get("end")
-    if not (_whole(start) and _whole(end) and 0 <= start <= end):
+        return f"a '{wanted}' region's value must be an object"
+    if not _strings(value.get(wanted)):
+        return f"a '{wanted}' region's '{wanted}' must be a list of strings"
+    if not value[wanted]:
+        return SKIP  # a region without a label: nothing to learn
+    return _box_problem(item) if kind == "visual_ner" else _span_problem(kind, item, text)
+
+
+def _span_problem(kind: str, item: dict, text: Any) -> str | None:
+    start, end = item["value"].get("start"), item["value"].get("end")
+    if not (type(start) is int and type(end) is int and 0 <= start <= end):
         return "a 'labels' region needs whole numbers 0 <= 'start' <= 'end'"
     if isinstance(text, str) and end > len(text):
-        return f"a 'labels' region ends at {end}, beyond the task's {len(text)} characters"
-    if not _strings(value.get("labels"), at_least=1):
-        return "a 'labels' region needs 'labels', a list of at least one string"
-    if not isinstance(item.get("id", ""), str):
+        return SKIP
+    if kind == "relation" and not isinstance(item.get("id", ""), str):
         return "a region's 'id' must be a string"
     return None
 
 
-def _box_problem(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return "a 'rectanglelabels' region's value must be an object"
-    if not all(type(value.get(key)) in (int, float) for key in ("x", "y", "width", "height")):
+def _box_problem(item: dict) -> str | None:
+    value = item["value"]
+    if not all(_coordinate(value.get(key)) for key in ("x", "y", "width", "height")):
         return "a 'rectanglelabels' region needs numbers 'x', 'y', 'width', 'height'"
-    if not _strings(value.get("rectanglelabels"), at_least=1):
-        return "a 'rectanglelabels' region needs 'rectanglelabels', a list of at least one string"
-    return None
-
-
-def _choices_problem(value: Any) -> str | None:
-    if not isinstance(value, dict) or not _strings(value.get("choices", [])):
-        return "a 'choices' item needs a value with 'choices', a list of strings"
+    if not isinstance(item.get("chunk", {}), dict):
+        return "a region's 'chunk' must be an object"
     return None
 
 
@@ -103,13 +125,11 @@ def _relation_problem(item: dict) -> str | None:
     return None
 
 
-def _whole(value: Any) -> bool:
-    return type(value) is int
+def _coordinate(value: Any) -> bool:
+    """A number a float holds, not far off the page (NaN compares false; a huge int is
+    compared exactly, never turned into a float)."""
+    return type(value) in (int, float) and -MAX_COORDINATE <= value <= MAX_COORDINATE
 
 
-def _strings(value: Any, at_least: int = 0) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) >= at_least
-        and all(isinstance(v, str) for v in value)
-    )
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)

@@ -165,7 +165,7 @@ def training_data(
     """Gold data from `(task id, task data, completion result)`; refuses, before any work,
     regions it cannot read (`gold_items.py`), labels the configuration does not offer and
     too few completions."""
-    annotated = readable_gold(labeling, annotated)
+    annotated = readable_gold(spec.kind, labeling, annotated)
     if spec.kind in MARKED_KINDS:
         gold = assertion_gold if spec.kind == "assertion" else relation_gold
         offered, texts, chunks = gold(labeling, annotated)

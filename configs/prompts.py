@@ -218,11 +218,14 @@ class PromptLibrary:
             return {}
         try:
             authors = json.loads(file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             authors = None
         if not isinstance(authors, dict) or not all(type(v) is int for v in authors.values()):
-            raise ConfigError(
-                [f"{file} is not a JSON object of prompt names and user ids; mend or remove it"]
+            raise ConfigError(  # named within the folder: a caller sees no server path
+                [
+                    f"the prompt library's {AUTHORS_FILE} file is not a JSON object of prompt "
+                    "names and user ids; an admin must mend or remove it"
+                ]
             )
         return authors
 

@@ -139,6 +139,8 @@ class BulkJob:
 
     async def run(self) -> None:
         job = await asyncio.to_thread(self.store.get_job, self.job_id)
+        if job.state not in (JobState.QUEUED, JobState.RUNNING):
+            return  # cancelled between the scheduler reading it and starting it
         self.budget, self.tokens = job.params.get("token_budget"), tokens_used(job)
         left = job.total - job.done - job.failed  # a resumed job spreads what is left
         spread = -(-left // self.in_flight)

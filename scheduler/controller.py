@@ -266,7 +266,7 @@ class DeployController:
             spec = DeploySpec.from_config(config)
             fit = None if problem else self.fit(spec.request)
             if problem or (fit is not None and not fit.fits):
-                reason = problem or (fit.message if fit else "")
+                reason = problem or (_no_room(fit) if fit else "")
                 self.store.set_server_status(
                     server_id, ServerStatus.FAILED, f"not restored: {reason}"
                 )
@@ -385,3 +385,13 @@ class DeployController:
             "reason": reason,
             "delete_candidates": fit.delete_candidates if fit and not fit.fits else [],
         }
+
+
+def _no_room(fit: FitResult) -> str:
+    """Why a server was not restored, naming no other server: the message stays on the
+    server, whose members may have no role in the projects of those that hold the room."""
+    resources = ", ".join(dict.fromkeys(s.resource for s in fit.shortfalls))
+    return (
+        f"not enough free {resources} in the cluster for it now; deploy the project again "
+        "once there is room"
+    )

@@ -133,7 +133,8 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
     )
     assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates) == (
         f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
-        "(1 licensed replica), 1 server and 1 training run of other projects); no node has "
+        "(1 licensed replica), 1 server (1 licensed replica) and 1 training run of other "
+        "projects); no node has "
         "a free license_token (need 1 per replica; held by "
         f"{mine}, a server of another project). Delete one of these servers on the "
         f"Clusters page to free it: {mine}.",
@@ -152,6 +153,19 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
         "project together would free it; its managers or an admin can delete it.",
         [],
     )
+    store.set_role(ana.id, bobs.id, "annotator")  # sees Bob's server, may not delete it
+    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates)[0].endswith(
+        f"Delete one of these servers on the Clusters page to free it: {mine}."
+    )
+    store.set_role(ana.id, anas.id, "annotator")
+    assert for_caller(ctx, ana, together.message, together.delete_candidates) == (
+        f"Cannot deploy: no node has a free license_token (need 2 per replica; held by {mine}, "
+        f"{theirs}). Deleting {mine}, {theirs} together would free it; their managers or an "
+        "admin can delete those.",
+        [],
+    )
+    quoted = f"Cannot deploy: model '{theirs}' needs a 'clinical' license"
+    assert for_caller(ctx, cy, quoted, []) == (quoted, [])  # a model's name, not a server
     cause = DeployRefused(together.message, together.delete_candidates)
     with pytest.raises(DeployRefused) as raised, refusals_for(ctx, bob):
         raise RayTaskError("deploy", "", cause).as_instanceof_cause()  # as the route gets it

@@ -134,3 +134,20 @@ def test_a_resumed_job_spreads_what_is_left(tmp_path: Path, pipeline: Pipeline) 
 
     assert server.sizes == [MIN_BATCH_SIZE] * 6 + [4]  # the 100 left, not 1,000 / IN_FLIGHT
     assert store.get_job(job_id).done == 1000
+
+
+def test_a_job_cancelled_before_it_starts_stays_cancelled_and_sends_nothing(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    """A restarted scheduler reads the unfinished jobs, then starts them; one cancelled in
+    between is left as it is."""
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    project = store.create_project("news")
+    store.import_tasks(project.id, io.BytesIO(b'{"text": "Tim Cook visited Paris."}'), "jsonl")
+    job = store.create_job(project.id, "preannotate", params={}, total=1)
+    store.set_job_state(job.id, JobState.CANCELLED, "user asked")
+    server = RecordingServer(pipeline)
+    asyncio.run(BulkJob(store, job.id, "server-1", server).run())
+    assert server.sizes == []
+    cancelled = store.get_job(job.id)
+    assert (cancelled.state, cancelled.reason, cancelled.done) == ("cancelled", "user asked", 0)

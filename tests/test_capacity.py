@@ -16,6 +16,7 @@ from preannotate.cluster.capacity import (
     check_fit,
     shows_free,
 )
+from preannotate.scheduler.controller import _no_room
 
 GIB = 1024**3
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,3 +323,15 @@ def test_a_delete_waits_until_each_node_shows_what_the_server_held_there_freed()
     shrunk = [node("a", {"CPU": 1.5, "license_token": 1}), node("b", {"CPU": 1.5})]
     assert shows_free(shrunk, held, while_held)  # up to the node's total
     assert shows_free([], held, while_held)  # the nodes left the cluster
+
+
+def test_a_server_not_restored_for_lack_of_room_names_no_other_server() -> None:
+    """Its message stays on the server, shown to members who may not see the others."""
+    nodes = [node("a", {"CPU": 4, "license_token": 1}, {"CPU": 1})]
+    holdings = [ServerHolding(server_id="server-1", resources={"CPU": 1, "license_token": 1})]
+    fit = check_fit(ResourceRequest(num_cpus=2, license_tokens=1), nodes, holdings)
+    assert "server-1" in fit.message
+    assert _no_room(fit) == (
+        "not enough free CPU, license_token in the cluster for it now; deploy the project "
+        "again once there is room"
+    )

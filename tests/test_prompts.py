@@ -78,9 +78,9 @@ def test_a_changed_prompt_gets_the_next_version_and_a_new_configuration_hash(
         library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x"), by=7)
     assert library.add(parse_prompt({**TOPIC, "threshold": 0.5}, "x")).version == 2
     authors = library.root / ".authors"
-    for broken in ("{not json", '["alices"]', '{"alices": "7"}'):
+    for broken in ("{not json", '["alices"]', '{"alices": "7"}', "[" * 100_000):
         authors.write_text(broken)
-        with pytest.raises(ConfigError, match=r"\.authors is not a JSON object of prompt names"):
+        with pytest.raises(ConfigError, match=r"library's \.authors file is not a JSON object"):
             library.add(parse_prompt({**TOPIC, "name": "alices", "threshold": 0.9}, "x"), by=7)
     assert library.add(parse_prompt({**TOPIC, "threshold": 0.6}, "x")).version == 3  # admins
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import ray
 
+from preannotate.annotators.gold_items import readable_gold
 from preannotate.annotators.training import (
     TrainedModel,
     TrainingData,
@@ -53,10 +54,13 @@ def run_to_end(
 
 FOREIGN = [  # other tools' and other controls' items, which training leaves alone
     {"from_name": "speech", "to_name": "audio", "type": "labels", "value": {"start": 0.5}},
+    {"from_name": "label", "to_name": "audio", "type": "labels", "value": {"start": 0.5}},
     {"from_name": "html", "type": "hypertextlabels", "value": {"start": "/p[1]", "end": "/p[2]"}},
     {"from_name": "notes", "to_name": "text", "type": "textarea", "value": {"text": ["fine"]}},
     {"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": 4}},
     {"from_name": "label", "to_name": "text", "type": "labels", "value": {}},
+    {"from_name": "label", "type": "labels", "value": {"start": 0, "end": 2, "labels": []}},
+    {"from_name": "label", "type": "labels", "value": {"start": 0, "end": 2**40, "labels": ["X"]}},
     {"from_name": ["label"], "type": "labels", "value": {"start": "x"}},
     "not an item",
 ]
@@ -67,10 +71,9 @@ SPAN = {"from_name": "label", "to_name": "text", "type": "labels", "id": "a"}
     ("item", "problem"),
     [
         ({**SPAN, "value": "PER"}, "a 'labels' region's value must be an object"),
+        ({**SPAN, "value": {"labels": "DRUG"}}, "'labels' must be a list of strings"),
         ({**SPAN, "value": {"labels": ["DRUG"]}}, "whole numbers 0 <= 'start' <= 'end'"),
         ({**SPAN, "value": {"start": 5, "end": 2, "labels": ["DRUG"]}}, "0 <= 'start' <= 'end'"),
-        ({**SPAN, "value": {"start": 0, "end": 2**40, "labels": ["DRUG"]}}, "beyond the task's"),
-        ({**SPAN, "value": {"start": 0, "end": 2, "labels": []}}, "at least one string"),
         ({**SPAN, "id": ["a"], "value": {"start": 0, "end": 2, "labels": ["DRUG"]}}, "'id'"),
         ({"type": "relation", "from_id": ["a"], "to_id": "b"}, "'from_id' and 'to_id'"),
         ({"type": "relation", "from_id": "a", "to_id": "b", "labels": 5}, "'labels' must be"),
@@ -93,6 +96,29 @@ def test_a_region_training_cannot_read_refuses_the_run_naming_the_task_and_item(
         training_data(spec, LABELING, rows)
     assert refused.value.problems[0].startswith("the completion of task 4: result item 1: ")
     assert problem in refused.value.problems[0]
+
+
+def test_each_kind_of_run_reads_and_checks_only_its_own_items() -> None:
+    labeling = parse_labeling_config(
+        '<View><Text name="text" value="$text"/><Labels name="label" toName="text">'
+        '<Label value="DRUG"/></Labels><Choices name="topic" toName="text"><Choice value="a"/>'
+        '</Choices><Image name="page" value="$image"/><RectangleLabels name="box" '
+        'toName="page"><Label value="TOTAL"/></RectangleLabels></View>'
+    )
+    span = {**SPAN, "value": {"start": 0, "end": 3, "labels": ["DRUG"]}}
+    choice = {"from_name": "topic", "type": "choices", "value": {"choices": "a"}}
+    box = {"x": 10**400, "y": 0, "width": 1, "height": 1, "rectanglelabels": ["TOTAL"]}
+    huge = {"from_name": "box", "type": "rectanglelabels", "value": box}
+    row = [(1, {"text": "abc"}, [span, choice, huge])]
+    assert readable_gold("ner", labeling, row) == [(1, {"text": "abc"}, [span])]
+    with pytest.raises(ConfigError, match="task 1: result item 2: a 'choices' item needs"):
+        readable_gold("classification", labeling, row)
+    with pytest.raises(ConfigError, match="result item 3: a 'rectanglelabels' region needs"):
+        readable_gold("visual_ner", labeling, row)
+    fine = {**huge, "value": box | {"x": 10.5}, "chunk": "c1"}
+    with pytest.raises(ConfigError, match="result item 1: a region's 'chunk' must be an object"):
+        readable_gold("visual_ner", labeling, [(1, {}, [fine])])
+    assert readable_gold("visual_ner", labeling, [(1, {}, [fine | {"chunk": {"id": "c"}}])])
 
 
 def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:

@@ -11,13 +11,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from preannotate.deployments.routes.context import Context, caller_roles
+from preannotate.deployments.routes.context import MANAGE, Context, caller_roles
 from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import NotFound
 from preannotate.store.models import User
 
-NAMED_SERVER = re.compile(r"(?<![\w.-])server-\d+(?![\w-])")
-NAMED_RUN = re.compile(r"(?<![\w.-])training job (\d+)(?![\w-])")
+NAMED_SERVER = re.compile(r"(?<![\w.'\"-])server-\d+(?![\w'\"-])")
+"""A server as capacity messages name it: bare, where a model or prompt is quoted."""
+NAMED_RUN = re.compile(r"(?<![\w.'\"-])training job (\d+)(?![\w'\"-])")
 OTHERS = {"server": "a server of another project", "run": "a training run of another project"}
 _OTHERS_LISTED = re.compile(
     "(?:(?:{0}|{1})(?: \\([^)]*\\))?, )*(?:{0}|{1})(?: \\([^)]*\\))?".format(*OTHERS.values())
@@ -36,11 +37,11 @@ def for_caller(
     if roles is None:
         return message, candidates
 
-    def visible_server(server_id: str) -> bool:
+    def projects(server_id: str) -> set[int]:
         try:
-            return bool(roles.keys() & set(ctx.store.get_server(server_id).project_ids))
+            return set(ctx.store.get_server(server_id).project_ids)
         except NotFound:
-            return False
+            return set()
 
     def visible_run(job_id: str) -> bool:
         try:
@@ -48,8 +49,10 @@ def for_caller(
         except NotFound:
             return False
 
-    shown = {s for s in set(NAMED_SERVER.findall(message)) | set(candidates) if visible_server(s)}
-    mine = [s for s in candidates if s in shown]
+    using = {s: projects(s) for s in set(NAMED_SERVER.findall(message)) | set(candidates)}
+    shown = {s for s, used_by in using.items() if roles.keys() & used_by}
+    # the servers the caller may delete, as `require_server_control` allows it:
+    mine = [s for s in candidates if using[s] and all(roles.get(p) in MANAGE for p in using[s])]
     advice = ADVICE.search(message)
     if advice and len(mine) < len(candidates):
         message = message[: advice.start()] + _advice(advice[1] == "all", mine, candidates)
@@ -60,33 +63,38 @@ def for_caller(
 
 
 def _advice(together: bool, mine: list[str], candidates: list[str]) -> str:
-    """The advice when some of the servers to delete are other projects'."""
-    hidden = len(candidates) - len(mine)
-    others = OTHERS["server"] if hidden == 1 else f"{_servers(hidden)} of other projects"
-    who = (
-        "its managers or an admin can delete it"
-        if hidden == 1
-        else ("their managers or an admin can delete those")
-    )
+    """The advice when some of the servers to delete are not the caller's to delete; those
+    they may not see are unnamed afterwards, like every other mention."""
+    others = [s for s in candidates if s not in mine]
+    listed = ", ".join(others)
+    if len(others) == 1:
+        who = "its managers or an admin can delete it"
+    else:
+        who = "their managers or an admin can delete those"
     if together:
         yours = f"{', '.join(mine)} and " if mine else ""
-        return f"Deleting {yours}{others} together would free it; {who}."
+        return f"Deleting {yours}{listed} together would free it; {who}."
     if mine:
         return f"Delete one of these servers on the Clusters page to free it: {', '.join(mine)}."
-    return f"Deleting {'' if hidden == 1 else 'one of '}{others} would free it; {who}."
+    return f"Deleting {'' if len(others) == 1 else 'one of '}{listed} would free it; {who}."
 
 
 def _servers(count: int) -> str:
     return f"{count} server{'s' if count != 1 else ''}"
 
 
+LICENSED_REPLICAS = re.compile(r"\((\d+) licensed replicas?\)")
+
+
 def _counted(found: re.Match[str]) -> str:
-    """ "a server of another project (1 licensed replica), a server of another project" as
-    "2 servers of other projects"."""
+    """ "a server of another project (1 licensed replica), a server of another project (2
+    licensed replicas)" as "2 servers (3 licensed replicas) of other projects"."""
     servers, runs = (found[0].count(OTHERS[kind]) for kind in ("server", "run"))
     if servers + runs == 1:
         return found[0]
-    parts = [_servers(servers)] if servers else []
+    seats = sum(int(n) for n in LICENSED_REPLICAS.findall(found[0]))
+    held = f" ({seats} licensed replica{'s' if seats != 1 else ''})" if seats else ""
+    parts = [f"{_servers(servers)}{held}"] if servers else []
     parts += [f"{runs} training run{'s' if runs != 1 else ''}"] if runs else []
     return f"{' and '.join(parts)} of other projects"
 
