@@ -33,13 +33,13 @@ def readable_gold(
     """Each row with only the items a `kind` run reads; ConfigError when one of those
     cannot be read."""
     controls = {
-        c.name: c.to_name
+        c.name
         for c in labeling.labels
         if (c.kind == "labels" and kind in SPAN_KINDS)
         or (c.kind == "rectanglelabels" and kind == "visual_ner")
     }
     if kind == "classification":
-        controls = {c.name: c.to_name for c in labeling.choices}
+        controls = {c.name for c in labeling.choices}
     fields = {o.name: o.value for o in labeling.objects}
     spans = [c for c in labeling.labels if c.kind == "labels"]
     relations = kind == "relation"
@@ -57,8 +57,6 @@ def readable_gold(
                 problem = _relation_problem(item)
             elif not isinstance(name, str) or name not in controls:
                 continue
-            elif item.get("to_name", controls[name]) != controls[name]:
-                continue  # another tool's control of the same name, on another object
             else:
                 problem = _problem(kind, item, text)
                 if problem == SKIP:
@@ -82,6 +80,8 @@ SKIP = "skip"
 def _problem(kind: str, item: dict, text: Any) -> str | None:
     value = item.get("value")
     if kind == "classification":
+        if value is None:
+            return SKIP
         if not isinstance(value, dict) or not _strings(value.get("choices", [])):
             return "a 'choices' item needs a value with 'choices', a list of strings"
         return None
@@ -112,8 +112,9 @@ def _box_problem(item: dict) -> str | None:
     value = item["value"]
     if not all(_coordinate(value.get(key)) for key in ("x", "y", "width", "height")):
         return "a 'rectanglelabels' region needs numbers 'x', 'y', 'width', 'height'"
-    if not isinstance(item.get("chunk", {}), dict):
-        return "a region's 'chunk' must be an object"
+    chunk = item.get("chunk") or {}
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("id"), str | int | None):
+        return "a region's 'chunk' must be an object with a string 'id'"
     return None
 
 

@@ -26,7 +26,7 @@ from preannotate.deployments.bulk_process import BATCHES_AT_CHILD
 from preannotate.deployments.model_server import MAX_ONGOING_REQUESTS
 from preannotate.scheduler.errors import ServerGone
 from preannotate.scheduler.metrics import Throughput
-from preannotate.store import JobState, Store, TaskDocument
+from preannotate.store import InvalidState, JobState, Store, TaskDocument
 from preannotate.store.db import EncodedJSON
 from preannotate.store.jobs import LLM_USAGE, tokens_used
 from preannotate.store.models import Job, Server
@@ -149,7 +149,10 @@ class BulkJob:
             self.batch_size = min(self.batch_size, BUDGET_BATCH_SIZE)
             self.slots = asyncio.Semaphore(BUDGET_IN_FLIGHT)
         if job.state != JobState.RUNNING:
-            await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
+            try:
+                await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
+            except InvalidState:  # cancelled meanwhile
+                return
         try:
             async for todo in self._pages(job):
                 for batch in batches(todo, self.batch_size):

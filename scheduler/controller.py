@@ -19,6 +19,7 @@ from ray.serve.schema import ApplicationStatus
 from preannotate.annotators.pipeline import check_runnable
 from preannotate.cluster.capacity import (
     LICENSE_TOKEN,
+    SEATS,
     FitResult,
     NodeResources,
     ResourceRequest,
@@ -266,7 +267,7 @@ class DeployController:
             spec = DeploySpec.from_config(config)
             fit = None if problem else self.fit(spec.request)
             if problem or (fit is not None and not fit.fits):
-                reason = problem or (_no_room(fit) if fit else "")
+                reason = problem or (fit.message if fit.never_fits else _no_room(fit))
                 self.store.set_server_status(
                     server_id, ServerStatus.FAILED, f"not restored: {reason}"
                 )
@@ -390,7 +391,8 @@ class DeployController:
 def _no_room(fit: FitResult) -> str:
     """Why a server was not restored, naming no other server: the message stays on the
     server, whose members may have no role in the projects of those that hold the room."""
-    resources = ", ".join(dict.fromkeys(s.resource for s in fit.shortfalls))
+    named = {"node": "nodes", SEATS: "license seats"}
+    resources = ", ".join(dict.fromkeys(named.get(s.resource, s.resource) for s in fit.shortfalls))
     return (
         f"not enough free {resources} in the cluster for it now; deploy the project again "
         "once there is room"

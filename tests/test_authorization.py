@@ -99,6 +99,9 @@ def test_ensure_admin_creates_the_admin_and_brings_it_back(store: Store) -> None
     assert (back.id, back.deleted_at, back.is_admin) == (admin.id, None, True)
 
 
+OTHERS_DELETE = "servers you may not delete are deleted by their projects' managers or an admin."
+
+
 def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
     store: Store,  # noqa: F811
     tmp_path: Path,
@@ -141,8 +144,8 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
         [mine],
     )
     assert for_caller(ctx, cy, one_of.message, one_of.delete_candidates)[0].endswith(
-        "(need 1 per replica; held by 2 servers of other projects). Deleting one of 2 "
-        "servers of other projects would free it; their managers or an admin can delete those."
+        "(need 1 per replica; held by 2 servers of other projects). Deleting any one of 2 "
+        f"servers of other projects would free it; {OTHERS_DELETE}"
     )
     nodes[0].total["license_token"] = 2
     together = refused([mine, theirs], request=ResourceRequest(license_tokens=2))
@@ -150,7 +153,7 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
     assert for_caller(ctx, bob, together.message, together.delete_candidates) == (
         "Cannot deploy: no node has a free license_token (need 2 per replica; held by a "
         f"server of another project, {theirs}). Deleting {theirs} and a server of another "
-        "project together would free it; its managers or an admin can delete it.",
+        f"project together would free it; {OTHERS_DELETE}",
         [],
     )
     store.set_role(ana.id, bobs.id, "annotator")  # sees Bob's server, may not delete it
@@ -158,10 +161,12 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
         f"Delete one of these servers on the Clusters page to free it: {mine}."
     )
     store.set_role(ana.id, anas.id, "annotator")
+    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates)[0].endswith(
+        f"Deleting any one of {mine} and {theirs} would free it; {OTHERS_DELETE}"
+    )
     assert for_caller(ctx, ana, together.message, together.delete_candidates) == (
         f"Cannot deploy: no node has a free license_token (need 2 per replica; held by {mine}, "
-        f"{theirs}). Deleting {mine}, {theirs} together would free it; their managers or an "
-        "admin can delete those.",
+        f"{theirs}). Deleting {mine} and {theirs} together would free it; {OTHERS_DELETE}",
         [],
     )
     quoted = f"Cannot deploy: model '{theirs}' needs a 'clinical' license"

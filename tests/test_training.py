@@ -54,7 +54,6 @@ def run_to_end(
 
 FOREIGN = [  # other tools' and other controls' items, which training leaves alone
     {"from_name": "speech", "to_name": "audio", "type": "labels", "value": {"start": 0.5}},
-    {"from_name": "label", "to_name": "audio", "type": "labels", "value": {"start": 0.5}},
     {"from_name": "html", "type": "hypertextlabels", "value": {"start": "/p[1]", "end": "/p[2]"}},
     {"from_name": "notes", "to_name": "text", "type": "textarea", "value": {"text": ["fine"]}},
     {"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": 4}},
@@ -118,7 +117,12 @@ def test_each_kind_of_run_reads_and_checks_only_its_own_items() -> None:
     fine = {**huge, "value": box | {"x": 10.5}, "chunk": "c1"}
     with pytest.raises(ConfigError, match="result item 1: a region's 'chunk' must be an object"):
         readable_gold("visual_ner", labeling, [(1, {}, [fine])])
-    assert readable_gold("visual_ner", labeling, [(1, {}, [fine | {"chunk": {"id": "c"}}])])
+    with pytest.raises(ConfigError, match="result item 1: a region's 'chunk' must be an object"):
+        readable_gold("visual_ner", labeling, [(1, {}, [fine | {"chunk": {"id": ["c"]}}])])
+    for chunk in ({"id": "c"}, None):
+        assert readable_gold("visual_ner", labeling, [(1, {}, [fine | {"chunk": chunk}])])
+    no_value = {"from_name": "topic", "type": "choices"}
+    assert readable_gold("classification", labeling, [(1, {}, [no_value])]) == [(1, {}, [])]
 
 
 def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:

@@ -55,28 +55,38 @@ def for_caller(
     mine = [s for s in candidates if using[s] and all(roles.get(p) in MANAGE for p in using[s])]
     advice = ADVICE.search(message)
     if advice and len(mine) < len(candidates):
-        message = message[: advice.start()] + _advice(advice[1] == "all", mine, candidates)
+        others = [c for c in candidates if c not in mine]
+        named = [c for c in others if c in shown]
+        advice_text = _advice(advice[1] == "all", mine, named, len(others) - len(named))
+        message = message[: advice.start()] + advice_text
     text = NAMED_SERVER.sub(lambda m: m[0] if m[0] in shown else OTHERS["server"], message)
     text = NAMED_RUN.sub(lambda m: m[0] if visible_run(m[1]) else OTHERS["run"], text)
     together_with_others = bool(advice and advice[1] == "all" and len(mine) < len(candidates))
     return _OTHERS_LISTED.sub(_counted, text), [] if together_with_others else mine
 
 
-def _advice(together: bool, mine: list[str], candidates: list[str]) -> str:
-    """The advice when some of the servers to delete are not the caller's to delete; those
-    they may not see are unnamed afterwards, like every other mention."""
-    others = [s for s in candidates if s not in mine]
-    listed = ", ".join(others)
-    if len(others) == 1:
-        who = "its managers or an admin can delete it"
-    else:
-        who = "their managers or an admin can delete those"
-    if together:
-        yours = f"{', '.join(mine)} and " if mine else ""
-        return f"Deleting {yours}{listed} together would free it; {who}."
-    if mine:
+def _advice(together: bool, mine: list[str], named: list[str], hidden: int) -> str:
+    """The advice when some servers to delete are not the caller's to delete: `named`, those
+    they see, and `hidden` more they do not."""
+    if mine and not together:
         return f"Delete one of these servers on the Clusters page to free it: {', '.join(mine)}."
-    return f"Deleting {'' if len(others) == 1 else 'one of '}{listed} would free it; {who}."
+    unnamed = [] if not hidden else [OTHERS["server"] if hidden == 1 else _others(hidden)]
+    servers = (mine if together else []) + named
+    listed = _joined(servers + unnamed, "and")
+    who = "servers you may not delete are deleted by their projects' managers or an admin"
+    if together:
+        return f"Deleting {listed} together would free it; {who}."
+    any_of = "" if len(named) + hidden == 1 else "any one of "
+    return f"Deleting {any_of}{listed} would free it; {who}."
+
+
+def _joined(items: list[str], last: str) -> str:
+    """ "a, b or c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _others(count: int) -> str:
+    return f"{_servers(count)} of other projects"
 
 
 def _servers(count: int) -> str:
