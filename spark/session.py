@@ -20,12 +20,24 @@ _lock = threading.Lock()
 
 
 def java_options_configs() -> dict[str, str]:
-    """The Spark settings that hand the Java 17 options to every JVM RayDP starts."""
+    """The Spark settings that hand the Java 17 options to every JVM RayDP starts, and the
+    driver's JVM the Ray session's log folder: RayDP's agent in it writes there, and
+    without the setting it uses `/tmp/ray/session_latest/logs`, which fails ("Error create
+    log dir") where that link points to a session since cleaned away."""
     return {
-        "spark.driver.extraJavaOptions": JAVA_17_OPTIONS,
+        "spark.driver.extraJavaOptions": JAVA_17_OPTIONS + _driver_log_dir(),
         "spark.executor.extraJavaOptions": JAVA_17_OPTIONS,
         "spark.ray.raydp_app_master.extraJavaOptions": JAVA_17_OPTIONS,
     }
+
+
+def _driver_log_dir() -> str:
+    """` -Dray.logging.dir=<this Ray session's logs>` for a driver on a Ray node (as RayDP
+    gives its application master); nothing for one that has no node here (`ray://`)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return f' "-Dray.logging.dir={node.get_logs_dir_path()}"' if node is not None else ""
 
 
 def spark_session(

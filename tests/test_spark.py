@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+import ray
 from sparknlp.annotation import Annotation
 from typer.testing import CliRunner
 
@@ -137,6 +138,14 @@ def test_dataframe_preannotated_by_the_projects_server(
     assert first["error"] is None and first["config_hash"] == served.config_hash
     assert ("Barack Obama", "PERSON") in labels_of(first)
     assert ("Paris", "GPE") in labels_of(first)
+
+
+def test_the_driver_jvm_logs_into_this_ray_sessions_folder(spark) -> None:
+    """Not `/tmp/ray/session_latest/logs`, RayDP's agent's default, which fails to start
+    the driver when that link points to a session since cleaned away."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    assert spark._jvm.java.lang.System.getProperty("ray.logging.dir") == str(logs)
+    assert logs.is_dir()
 
 
 def test_files_without_spark_in_each_format(served: Project, tmp_path: Path) -> None:
