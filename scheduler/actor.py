@@ -177,8 +177,11 @@ class Scheduler:
             return server_id
         shared = await asyncio.to_thread(self.servers.shared_server, config.hash)
         if shared is not None:  # shared as a deploy shares it: the project now uses it
-            await asyncio.to_thread(self.store.attach_project, shared.id, project_id)
-            return shared.id
+            try:
+                await asyncio.to_thread(self.store.attach_project, shared.id, project_id)
+                return shared.id
+            except InvalidState:  # deleted since it was found: as if there were none
+                pass
         if not deploy:
             raise DeployRefused(
                 f"no server has project {project_id}'s current configuration; deploy one first "
