@@ -175,13 +175,12 @@ class Scheduler:
                     f"{project_id}'s current one; deploy the project or leave out server_id"
                 )
             return server_id
-        shared = await asyncio.to_thread(self.servers.shared_server, config.hash)
-        if shared is not None:  # shared as a deploy shares it: the project now uses it
-            try:
+        while shared := await asyncio.to_thread(self.servers.shared_server, config.hash):
+            try:  # shared as a deploy shares it: the project now uses it
                 await asyncio.to_thread(self.store.attach_project, shared.id, project_id)
                 return shared.id
-            except InvalidState:  # deleted since it was found: as if there were none
-                pass
+            except InvalidState:  # deleted since it was found (no longer listed): look again
+                continue
         if not deploy:
             raise DeployRefused(
                 f"no server has project {project_id}'s current configuration; deploy one first "

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from preannotate.cluster.ray_cluster import connect
-from preannotate.cluster.up_state import remembered
 from preannotate.configs.paths import data_dir
 from preannotate.scheduler.actor import find_scheduler
 from preannotate.spark.outputs import Format, Output, check_free_names
 from preannotate.spark.predictors import ActorPredictor, ServerPredictor, pipeline_actors
+from preannotate.spark.session import connected
 from preannotate.spark.sources import (
     FORMATS,
     InputError,
@@ -67,9 +66,7 @@ Progress = Callable[[int, int, UnitDone | None], None]
 
 
 def _scheduler() -> Any:
-    if not ray.is_initialized():
-        state = remembered()
-        connect(state["address"] if state else "auto")
+    connected()
     scheduler = find_scheduler()
     if scheduler is None:
         raise InputError(

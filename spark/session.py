@@ -56,14 +56,36 @@ def spark_session(
         active = SparkSession.getActiveSession()
         if active is not None and is_raydp(active):
             return active
+        connected()  # before the options: the driver's log folder is the session's
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         return raydp.init_spark(
             app_name,
             num_executors=executors,
             executor_cores=executor_cores,
             executor_memory=executor_memory,
-            configs=java_options_configs() | (configs or {}),
+            configs=with_ours(java_options_configs(), configs or {}),
         )
+
+
+def with_ours(ours: dict[str, str], theirs: dict[str, str]) -> dict[str, str]:
+    """The user's Spark settings over ours, except JVM options, which add to ours: a
+    user's `spark.driver.extraJavaOptions` must not drop the Java 17 flags."""
+    return ours | {
+        key: f"{ours[key]} {value}" if key in ours else value for key, value in theirs.items()
+    }
+
+
+def connected() -> None:
+    """Join the cluster `preannotate up` remembered here (else a local one, "auto"), in our
+    namespace, unless this process is connected already."""
+    import ray
+
+    from preannotate.cluster.ray_cluster import connect
+    from preannotate.cluster.up_state import remembered
+
+    if not ray.is_initialized():
+        state = remembered()
+        connect(state["address"] if state else "auto")
 
 
 def is_raydp(spark: "SparkSession") -> bool:

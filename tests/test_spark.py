@@ -140,6 +140,19 @@ def test_dataframe_preannotated_by_the_projects_server(
     assert ("Paris", "GPE") in labels_of(first)
 
 
+def test_a_users_jvm_options_add_to_the_java_17_flags() -> None:
+    from preannotate.spark.session import java_options_configs, with_ours
+
+    ours = java_options_configs()
+    theirs = {"spark.driver.extraJavaOptions": "-Dmine=1", "spark.sql.shuffle.partitions": "4"}
+    merged = with_ours(ours, theirs)
+    assert merged["spark.driver.extraJavaOptions"] == (
+        ours["spark.driver.extraJavaOptions"] + " -Dmine=1"
+    )
+    assert merged["spark.executor.extraJavaOptions"] == ours["spark.executor.extraJavaOptions"]
+    assert merged["spark.sql.shuffle.partitions"] == "4"
+
+
 def test_the_driver_jvm_logs_into_this_ray_sessions_folder(spark) -> None:
     """Not `/tmp/ray/session_latest/logs`, RayDP's agent's default, which fails to start
     the driver when that link points to a session since cleaned away."""

@@ -4,7 +4,7 @@ A refused deploy or training run says what holds the cluster: which servers hold
 or the license seats, which training runs hold seats, which servers to delete. Servers
 and training runs of projects the caller has no role in are not named to them (admins see
 all): they are told how many of other projects' servers and runs hold it, and are asked
-to delete only servers they may see.
+to delete only servers they may delete, told who deletes the others.
 """
 
 import re
