@@ -223,8 +223,8 @@ def rules_add(
     ] = None,
 ) -> None:
     """Add rules from a JSON file (one rule or a list) or a dictionary CSV."""
-    library = RuleLibrary()
     with user_errors():
+        library = RuleLibrary()
         for rule in read_rule_file(file, label=label, name=name):
             stored = library.add(rule)
             out.print(
@@ -235,7 +235,8 @@ def rules_add(
 @rules_app.command("list")
 def rules_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Rules in the shared library."""
-    rules = RuleLibrary().rules()
+    with user_errors():
+        rules = RuleLibrary().rules()
     if as_json:
         out.print_json(data=[r.model_dump() for r in rules])
         return
@@ -250,22 +251,22 @@ def rules_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 def prompts_add(file: Path) -> None:
     """Add prompts from a JSON file (one prompt or a list); a changed prompt under a name
     already in the library gets the next version."""
-    library = PromptLibrary()
     with user_errors():
-        prompts = read_prompt_file(file)
-    for prompt in prompts:
-        stored = library.add(prompt)
-        out.print(
-            f"added prompt {stored.name} v{stored.version} "
-            f"({stored.type} -> {', '.join(stored.labels)})",
-            markup=False,
-        )
+        library = PromptLibrary()
+        for prompt in read_prompt_file(file):
+            stored = library.add(prompt)
+            out.print(
+                f"added prompt {stored.name} v{stored.version} "
+                f"({stored.type} -> {', '.join(stored.labels)})",
+                markup=False,
+            )
 
 
 @prompts_app.command("list")
 def prompts_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Prompts in the shared library."""
-    prompts = PromptLibrary().prompts()
+    with user_errors():
+        prompts = PromptLibrary().prompts()
     if as_json:
         out.print_json(data=[p.model_dump() for p in prompts])
         return

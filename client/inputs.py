@@ -28,7 +28,9 @@ def checked_input(
     from preannotate.spark.sources import InputError
 
     problem = None
-    if output is None:
+    if not spec.strip():
+        problem = "--input is empty; give a file, a folder or a Spark table name"
+    elif output is None:
         problem = "--input needs --output, the folder the results are written to"
     elif for_tasks:
         problem = "--task-id and --detach apply to the project's tasks, not to --input"

@@ -7,6 +7,7 @@ up` started) and names projects by id or by name. Answers the user can act on (a
 that is not running) become `error:` lines and exit status 2, like the offline commands.
 """
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -511,6 +512,13 @@ def run(
     _report(job)
 
 
+def finite(value: float) -> float:
+    """An option's number that is not NaN or infinite (`min` lets NaN through)."""
+    if not math.isfinite(value):
+        raise typer.BadParameter("must be a finite number")
+    return value
+
+
 @commands.command()
 def train(
     project: ProjectRef,
@@ -524,8 +532,12 @@ def train(
     ] = "ner",
     base_model: Annotated[str | None, typer.Option(help="hub NER model to start from")] = None,
     epochs: Annotated[int, typer.Option(min=1, max=200)] = 10,
-    num_cpus: Annotated[float, typer.Option(help="CPUs for the training run")] = 1.0,
-    num_gpus: Annotated[float, typer.Option(help="GPUs for the training run")] = 0.0,
+    num_cpus: Annotated[
+        float, typer.Option(min=0, callback=finite, help="CPUs for the training run")
+    ] = 1.0,
+    num_gpus: Annotated[
+        float, typer.Option(min=0, callback=finite, help="GPUs for the training run")
+    ] = 0.0,
     detach: Annotated[
         bool, typer.Option("--detach", help="print the job id and return at once")
     ] = False,

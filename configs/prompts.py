@@ -25,7 +25,7 @@ from pydantic import (
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import prompts_dir
 from preannotate.configs.rules import NAME_PATTERN
-from preannotate.configs.textfiles import read_text
+from preannotate.configs.textfiles import library_entry, read_text
 
 DEFAULT_ZERO_SHOT_MODEL = "zero_shot_minilm"
 LOCK_FILE = ".lock"
@@ -231,14 +231,18 @@ class PromptLibrary:
 
     def _replace(self, name: str, text: str) -> None:
         staging = self.root / f".{name}.adding"
-        staging.write_text(text, encoding="utf-8")
-        staging.replace(self.root / name)
+        try:
+            staging.write_text(text, encoding="utf-8")
+            staging.replace(self.root / name)
+        except OSError:  # a folder in its place, say: the library stays as it was
+            staging.unlink(missing_ok=True)
+            raise
 
     def find(self, name: str) -> Prompt | None:
         file = self.root / f"{name}.json"
         if not re.fullmatch(NAME_PATTERN, name) or not file.is_file():
             return None
-        return PROMPT.validate_json(file.read_bytes())
+        return library_entry(PROMPT, file)
 
     def prompts(self) -> list[Prompt]:
-        return [PROMPT.validate_json(f.read_bytes()) for f in sorted(self.root.glob("*.json"))]
+        return [library_entry(PROMPT, f) for f in sorted(self.root.glob("*.json"))]

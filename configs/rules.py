@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import rules_dir
-from preannotate.configs.textfiles import read_text
+from preannotate.configs.textfiles import library_entry, read_text
 
 MAX_PATTERN_CHARS = 5_000
 MAX_DICTIONARY_TERMS = 1_000_000
@@ -94,6 +94,9 @@ class Rule(BaseModel):
         return self
 
 
+RULE: TypeAdapter[Rule] = TypeAdapter(Rule)
+
+
 def parse_rule(data: object, where: str) -> Rule:
     try:
         return Rule.model_validate(data)
@@ -101,13 +104,17 @@ def parse_rule(data: object, where: str) -> Rule:
         raise ConfigError(validation_problems(exc, f"rule {where}")) from None
 
 
-def dictionary_from_csv(text: str) -> dict[str, list[str]]:
+def dictionary_from_csv(text: str, where: str = "the dictionary CSV") -> dict[str, list[str]]:
     """First column the normalized value, the other columns its synonyms."""
     entries: dict[str, list[str]] = {}
-    for row in csv.reader(io.StringIO(text)):
-        cells = [c.strip() for c in row if c.strip()]
-        if cells:
-            entries.setdefault(cells[0], []).extend(cells[1:])
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for row in reader:
+            cells = [c.strip() for c in row if c.strip()]
+            if cells:
+                entries.setdefault(cells[0], []).extend(cells[1:])
+    except csv.Error as exc:
+        raise ConfigError([f"{where} line {reader.line_num}: {exc}"]) from None
     return entries
 
 
@@ -123,7 +130,7 @@ def read_rule_file(path: Path, label: str | None = None, name: str | None = None
             "name": name or path.stem,
             "label": label,
             "kind": "dictionary",
-            "dictionary": dictionary_from_csv(text),
+            "dictionary": dictionary_from_csv(text, path.name),
         }
         return [parse_rule(data, f"'{data['name']}'")]
     try:
@@ -131,6 +138,8 @@ def read_rule_file(path: Path, label: str | None = None, name: str | None = None
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{path} is not valid JSON: {exc}"]) from None
     items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ConfigError([f"{path} holds no rule"])
     return [parse_rule(item, f"#{i + 1} in {path.name}") for i, item in enumerate(items)]
 
 
@@ -156,7 +165,7 @@ class RuleLibrary:
         file = self.root / f"{name}.json"
         if not re.fullmatch(NAME_PATTERN, name) or not file.is_file():
             return None
-        return Rule.model_validate_json(file.read_bytes())
+        return library_entry(RULE, file)
 
     def rules(self) -> list[Rule]:
-        return [Rule.model_validate_json(f.read_bytes()) for f in sorted(self.root.glob("*.json"))]
+        return [library_entry(RULE, f) for f in sorted(self.root.glob("*.json"))]

@@ -10,7 +10,7 @@ import codecs
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -23,6 +23,7 @@ BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16'
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+T = TypeVar("T")
 XML_DECLARATION = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]*)["']""")
 
 
@@ -66,3 +67,16 @@ def read_json_as(path: Path, adapter: TypeAdapter[Any]) -> Any:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     except ValidationError as exc:
         raise ValueError("; ".join(validation_problems(exc, str(path)))) from None
+
+
+def library_entry(adapter: TypeAdapter[T], file: Path) -> T:
+    """A file of a shared library (a rule, a prompt) as `adapter` reads it; one that is not
+    such an entry is a ConfigError naming it, never a traceback for every command that
+    lists the library."""
+    try:
+        return adapter.validate_json(file.read_bytes())
+    except ValidationError as exc:
+        problems = validation_problems(exc, f"the library file {file.name}")
+        raise ConfigError(
+            [*problems, f"mend or remove {file.name} in {file.parent.name}/"]
+        ) from None

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from preannotate.client.cli import app
+from preannotate.configs.rules import RuleLibrary
 from preannotate.store import Store
 from tests.conftest import EXAMPLES
 
@@ -129,15 +130,20 @@ def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "is not signed" in result.stderr
 
 
-def test_an_unexpected_failure_is_one_error_line_and_a_traceback_file(home: Path) -> None:
-    """A rule file in the library that is not a rule: the command fails on something no
-    check expected, and says so in one line instead of pages of framework internals."""
-    (home / "rules").mkdir(parents=True)
-    (home / "rules" / "broken.json").write_text("{not json")
+def test_an_unexpected_failure_is_one_error_line_and_a_traceback_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure no check expected (a bug, here planted in the rule library's listing) is
+    one line and a traceback file, instead of pages of framework internals."""
+
+    def planted(_: RuleLibrary) -> list:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(RuleLibrary, "rules", planted)
     result = runner.invoke(app, ["rules", "list"])
     assert result.exit_code == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("error: unexpected ValidationError: ")
+    assert line.startswith("error: unexpected RuntimeError: a bug")
     written = re.search(r"traceback in (\S+);", line)
     assert written and "`preannotate --debug ...` shows it here" in line
     traceback = Path(written.group(1))
@@ -147,7 +153,51 @@ def test_an_unexpected_failure_is_one_error_line_and_a_traceback_file(home: Path
     shown = runner.invoke(app, ["--debug", "rules", "list"])
     assert shown.exit_code == 1
     assert shown.stderr.startswith("Traceback (most recent call last):")
-    assert shown.stderr.splitlines()[-1].startswith("error: unexpected ValidationError: ")
+    assert shown.stderr.splitlines()[-1].startswith("error: unexpected RuntimeError: a bug")
+
+
+def test_bad_library_files_and_inputs_are_exit_2_with_the_reason(
+    home: Path, tmp_path: Path
+) -> None:
+    """What a user can fix says so, with exit status 2, and leaves the libraries as they
+    were."""
+    (home / "rules").mkdir(parents=True)
+    (home / "rules" / "broken.json").write_text("{not json")
+    listed = runner.invoke(app, ["rules", "list"])
+    assert listed.exit_code == 2
+    assert listed.stderr.splitlines()[-1] == "error: mend or remove broken.json in rules/"
+    (home / "rules" / "broken.json").unlink()
+
+    big = tmp_path / "big.csv"
+    big.write_text("a," + "x" * 200_000 + "\n")
+    refused = runner.invoke(app, ["rules", "add", str(big), "--label", "X"])
+    assert (refused.exit_code, refused.stderr) == (
+        2,
+        "error: big.csv line 1: field larger than field limit (131072)\n",
+    )
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    nothing = runner.invoke(app, ["rules", "add", str(empty)])
+    assert (nothing.exit_code, nothing.stderr) == (2, f"error: {empty} holds no rule\n")
+
+    (home / "prompts" / "person_q.json").mkdir(parents=True)  # a folder where it would go
+    prompt = tmp_path / "p.json"
+    prompt.write_text(
+        json.dumps({"type": "entity", "name": "person_q", "label": "PERSON", "questions": ["Who?"]})
+    )
+    blocked = runner.invoke(app, ["prompts", "add", str(prompt)])
+    assert blocked.exit_code == 2 and "Is a directory" in blocked.stderr
+    assert sorted(p.name for p in (home / "prompts").iterdir()) == [".lock", "person_q.json"]
+
+    for option in ("--num-cpus", "--num-gpus"):
+        for value in ("nan", "inf", "-1"):
+            bad = runner.invoke(app, ["train", "1", "--model-name", "m", option, value])
+            assert bad.exit_code == 2, (option, value, bad.output)
+    no_input = runner.invoke(app, ["run", "1", "--input", "", "--output", str(tmp_path)])
+    assert (no_input.exit_code, no_input.stderr) == (
+        2,
+        "error: --input is empty; give a file, a folder or a Spark table name\n",
+    )
 
 
 @pytest.mark.own_ray_head
