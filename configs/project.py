@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.relations import RelationRule
-from preannotate.configs.textfiles import read_text
+from preannotate.configs.textfiles import existing_file, read_text
 
 
 class Autoscaling(BaseModel):
@@ -86,8 +86,7 @@ class ProjectConfig(BaseModel):
 def load_project_config(path: Path) -> ProjectConfig:
     """Read a project file (JSON) or a bare labeling config (`.xml`, project named after it)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path} does not exist"])
+    existing_file(path)
     if path.suffix.lower() == ".xml":
         return ProjectConfig(name=path.stem, labeling_config=read_text(path, xml=True))
     try:

@@ -25,7 +25,7 @@ from pydantic import (
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import prompts_dir
 from preannotate.configs.rules import NAME_PATTERN
-from preannotate.configs.textfiles import library_entry, read_text
+from preannotate.configs.textfiles import existing_file, library_entry, read_text
 
 DEFAULT_ZERO_SHOT_MODEL = "zero_shot_minilm"
 LOCK_FILE = ".lock"
@@ -140,8 +140,7 @@ def parse_prompt(data: object, where: str) -> Prompt:
 def read_prompt_file(path: Path) -> list[Prompt]:
     """A JSON prompt, or a list of them."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path} does not exist"])
+    existing_file(path)
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from preannotate.configs.errors import ConfigError, validation_problems
 from preannotate.configs.paths import rules_dir
-from preannotate.configs.textfiles import library_entry, read_text
+from preannotate.configs.textfiles import existing_file, library_entry, read_text
 
 MAX_PATTERN_CHARS = 5_000
 MAX_DICTIONARY_TERMS = 1_000_000
@@ -120,8 +120,7 @@ def dictionary_from_csv(text: str, where: str = "the dictionary CSV") -> dict[st
 
 def read_rule_file(path: Path, label: str | None = None, name: str | None = None) -> list[Rule]:
     """A JSON rule (or list of rules), or a dictionary CSV (which needs `label`)."""
-    if not path.is_file():
-        raise ConfigError([f"{path} does not exist"])
+    existing_file(path)
     text = read_text(path)
     if path.suffix.lower() == ".csv":
         if not label:

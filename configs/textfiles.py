@@ -35,6 +35,16 @@ def _encoding(data: bytes, xml: bool) -> str:
     return declared.group(1).decode("ascii") if declared else "utf-8"
 
 
+def existing_file(path: Path) -> Path:
+    """`path`, or a ConfigError saying it is a folder or does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError([f"{path} is a folder; give a file"])
+    if not path.is_file():
+        raise ConfigError([f"{path} does not exist"])
+    return path
+
+
 def read_text(path: Path, xml: bool = False) -> str:
     """The text of a file, or a ConfigError naming it and saying what to fix."""
     data = Path(path).read_bytes()

@@ -193,6 +193,12 @@ def test_bad_library_files_and_inputs_are_exit_2_with_the_reason(
         for value in ("nan", "inf", "-1"):
             bad = runner.invoke(app, ["train", "1", "--model-name", "m", option, value])
             assert bad.exit_code == 2, (option, value, bad.output)
+    for command in (["config", "validate"], ["rules", "add"], ["prompts", "add"]):
+        folder = runner.invoke(app, [*command, str(tmp_path)])
+        assert (folder.exit_code, folder.stderr) == (
+            2,
+            f"error: {tmp_path} is a folder; give a file\n",
+        )
     no_input = runner.invoke(app, ["run", "1", "--input", "", "--output", str(tmp_path)])
     assert (no_input.exit_code, no_input.stderr) == (
         2,
