@@ -19,27 +19,23 @@ from typing import Any
 from preannotate.configs.errors import ConfigError
 from preannotate.configs.labeling import LabelingConfig
 
-Annotated = tuple[int, dict, list]
+GoldRow = tuple[int, dict, list]
 """`(task id, task data, the result of its latest completion)`."""
 MAX_PROBLEMS = 20
-SPAN_KINDS = frozenset({"ner", "assertion", "relation"})
 MAX_COORDINATE = 1e6
 """Box coordinates are percentages of the page; anything far beyond is no box."""
 
 
 def readable_gold(
-    kind: str, labeling: LabelingConfig, annotated: Iterable[Annotated]
-) -> list[Annotated]:
+    kind: str, labeling: LabelingConfig, annotated: Iterable[GoldRow]
+) -> list[GoldRow]:
     """Each row with only the items a `kind` run reads; ConfigError when one of those
     cannot be read."""
-    controls = {
-        c.name
-        for c in labeling.labels
-        if (c.kind == "labels" and kind in SPAN_KINDS)
-        or (c.kind == "rectanglelabels" and kind == "visual_ner")
-    }
     if kind == "classification":
         controls = {c.name for c in labeling.choices}
+    else:
+        wanted = "rectanglelabels" if kind == "visual_ner" else "labels"
+        controls = {c.name for c in labeling.labels if c.kind == wanted}
     fields = {o.name: o.value for o in labeling.objects}
     spans = [c for c in labeling.labels if c.kind == "labels"]
     relations = kind == "relation"

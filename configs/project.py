@@ -86,7 +86,7 @@ class ProjectConfig(BaseModel):
 def load_project_config(path: Path) -> ProjectConfig:
     """Read a project file (JSON) or a bare labeling config (`.xml`, project named after it)."""
     path = Path(path)
-    existing_file(path)
+    path = existing_file(path)
     if path.suffix.lower() == ".xml":
         return ProjectConfig(name=path.stem, labeling_config=read_text(path, xml=True))
     try:

@@ -140,7 +140,7 @@ def parse_prompt(data: object, where: str) -> Prompt:
 def read_prompt_file(path: Path) -> list[Prompt]:
     """A JSON prompt, or a list of them."""
     path = Path(path)
-    existing_file(path)
+    path = existing_file(path)
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:

@@ -120,7 +120,7 @@ def dictionary_from_csv(text: str, where: str = "the dictionary CSV") -> dict[st
 
 def read_rule_file(path: Path, label: str | None = None, name: str | None = None) -> list[Rule]:
     """A JSON rule (or list of rules), or a dictionary CSV (which needs `label`)."""
-    existing_file(path)
+    path = existing_file(path)
     text = read_text(path)
     if path.suffix.lower() == ".csv":
         if not label:

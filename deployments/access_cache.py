@@ -17,6 +17,7 @@ writes here. Both hold `lock` for one dict operation at a time, never around the
 
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +38,11 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def may_use(roles: Mapping[int, str], project_ids: Iterable[int]) -> bool:
+    """A role in any project using the server: the caller may see and use it."""
+    return any(p in roles for p in project_ids)
+
+
 def use_refusal(store: Store, user: User, server_id: str) -> str | None:
     """Why the user may not use the server (no role in a project using it), or None when
     they may (admins need no role). NotFound for an unknown server. Blocks: it asks the
@@ -44,8 +50,7 @@ def use_refusal(store: Store, user: User, server_id: str) -> str | None:
     server = store.get_server(server_id)
     if user.is_admin:
         return None
-    roles = store.roles_of(user.id)
-    if any(p in roles for p in server.project_ids):
+    if may_use(store.roles_of(user.id), server.project_ids):
         return None
     return f"user '{user.name}' has no role in a project using {server_id}"
 

@@ -37,7 +37,7 @@ from preannotate.cluster.capacity import (
 )
 from preannotate.cluster.up_state import remember, remembered
 from preannotate.deployments.access_cache import EPOCH_CHECK_S, AccessCache
-from preannotate.deployments.routes.context import Context
+from preannotate.deployments.routes.context import Context, caller_roles
 from preannotate.deployments.routes.refusals import for_caller, refusals_for
 from preannotate.hub.catalog import Hub
 from preannotate.scheduler.errors import DeployRefused
@@ -130,11 +130,11 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
 
     seats = SeatUse(seats=3, servers={mine: 1, theirs: 1}, training_jobs=[run])
     one_of = refused([mine, theirs], seats)
-    assert for_caller(ctx, admin, one_of.message, one_of.delete_candidates) == (
+    assert for_caller(ctx, caller_roles(ctx, admin), one_of.message, one_of.delete_candidates) == (
         one_of.message,
         [mine, theirs],
     )
-    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates) == (
+    assert for_caller(ctx, caller_roles(ctx, ana), one_of.message, one_of.delete_candidates) == (
         f"Cannot deploy: no license seat is free (the license has 3 seats, in use by {mine} "
         "(1 licensed replica), 1 server (1 licensed replica) and 1 training run of other "
         "projects); no node has "
@@ -143,39 +143,48 @@ def test_a_refusal_names_only_the_servers_and_runs_the_caller_may_see(
         f"Clusters page to free it: {mine}.",
         [mine],
     )
-    assert for_caller(ctx, cy, one_of.message, one_of.delete_candidates)[0].endswith(
+    assert for_caller(ctx, caller_roles(ctx, cy), one_of.message, one_of.delete_candidates)[
+        0
+    ].endswith(
         "(need 1 per replica; held by 2 servers of other projects). Deleting any one of 2 "
         f"servers of other projects would free it; {OTHERS_DELETE}"
     )
     nodes[0].total["license_token"] = 2
     together = refused([mine, theirs], request=ResourceRequest(license_tokens=2))
     assert together.delete_together
-    assert for_caller(ctx, bob, together.message, together.delete_candidates) == (
+    assert for_caller(
+        ctx, caller_roles(ctx, bob), together.message, together.delete_candidates
+    ) == (
         "Cannot deploy: no node has a free license_token (need 2 per replica; held by a "
         f"server of another project, {theirs}). Deleting {theirs} and a server of another "
         f"project together would free it; {OTHERS_DELETE}",
         [],
     )
     store.set_role(ana.id, bobs.id, "annotator")  # sees Bob's server, may not delete it
-    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates)[0].endswith(
-        f"Delete one of these servers on the Clusters page to free it: {mine}."
-    )
+    assert for_caller(ctx, caller_roles(ctx, ana), one_of.message, one_of.delete_candidates)[
+        0
+    ].endswith(f"Delete one of these servers on the Clusters page to free it: {mine}.")
     store.set_role(ana.id, anas.id, "annotator")
-    assert for_caller(ctx, ana, one_of.message, one_of.delete_candidates)[0].endswith(
-        f"Deleting any one of {mine} and {theirs} would free it; {OTHERS_DELETE}"
-    )
-    assert for_caller(ctx, ana, together.message, together.delete_candidates) == (
+    assert for_caller(ctx, caller_roles(ctx, ana), one_of.message, one_of.delete_candidates)[
+        0
+    ].endswith(f"Deleting any one of {mine} and {theirs} would free it; {OTHERS_DELETE}")
+    assert for_caller(
+        ctx, caller_roles(ctx, ana), together.message, together.delete_candidates
+    ) == (
         f"Cannot deploy: no node has a free license_token (need 2 per replica; held by {mine}, "
         f"{theirs}). Deleting {mine} and {theirs} together would free it; {OTHERS_DELETE}",
         [],
     )
     quoted = f"Cannot deploy: model '{theirs}' needs a 'clinical' license"
-    assert for_caller(ctx, cy, quoted, []) == (quoted, [])  # a model's name, not a server
+    assert for_caller(ctx, caller_roles(ctx, cy), quoted, []) == (
+        quoted,
+        [],
+    )  # a model's name, not a server
     cause = DeployRefused(together.message, together.delete_candidates)
     with pytest.raises(DeployRefused) as raised, refusals_for(ctx, bob):
         raise RayTaskError("deploy", "", cause).as_instanceof_cause()  # as the route gets it
     assert (raised.value.message, raised.value.delete_candidates) == for_caller(
-        ctx, bob, together.message, together.delete_candidates
+        ctx, caller_roles(ctx, bob), together.message, together.delete_candidates
     )
 
 

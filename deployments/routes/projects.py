@@ -283,11 +283,12 @@ def preannotate_options(ctx: Ctx, user: CurrentUser, project_id: Id) -> dict[str
     that the caller may use, and whether one can be deployed."""
     require_role(ctx, user, project_id, MANAGE)
     options = ray.get(ctx.scheduler.preannotate_options.remote(project_id))
+    roles = caller_roles(ctx, user)
     reason, candidates = for_caller(
-        ctx, user, options["reason"] or "", options["delete_candidates"]
+        ctx, roles, options["reason"] or "", options["delete_candidates"]
     )
     return options | {
-        "servers": visible(options["servers"], caller_roles(ctx, user)),
+        "servers": visible(options["servers"], roles),
         "reason": reason or None,
         "delete_candidates": candidates,
     }

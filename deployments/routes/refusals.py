@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from preannotate.deployments.routes.context import MANAGE, Context, caller_roles
+from preannotate.deployments.access_cache import may_use
+from preannotate.deployments.routes.context import Context, caller_roles
+from preannotate.deployments.routes.servers import may_control
 from preannotate.scheduler.errors import DeployRefused
 from preannotate.store import NotFound
 from preannotate.store.models import User
@@ -29,19 +31,12 @@ ADVICE = re.compile(r"Delete (one|all) of these servers on the Clusters page to 
 
 
 def for_caller(
-    ctx: Context, user: User, message: str, candidates: list[str]
+    ctx: Context, roles: dict[int, str] | None, message: str, candidates: list[str]
 ) -> tuple[str, list[str]]:
-    """`message` and the servers to delete, without naming what the caller may not see.
-    It asks the store: call it off the event loop."""
-    roles = caller_roles(ctx, user)
+    """`message` and the servers to delete, without naming what the caller (`roles`, from
+    `caller_roles`) may not see. It asks the store: call it off the event loop."""
     if roles is None:
         return message, candidates
-
-    def projects(server_id: str) -> set[int]:
-        try:
-            return set(ctx.store.get_server(server_id).project_ids)
-        except NotFound:
-            return set()
 
     def visible_run(job_id: str) -> bool:
         try:
@@ -49,19 +44,20 @@ def for_caller(
         except NotFound:
             return False
 
-    using = {s: projects(s) for s in set(NAMED_SERVER.findall(message)) | set(candidates)}
-    shown = {s for s, used_by in using.items() if roles.keys() & used_by}
-    # the servers the caller may delete, as `require_server_control` allows it:
-    mine = [s for s in candidates if using[s] and all(roles.get(p) in MANAGE for p in using[s])]
+    using = {s.id: s.project_ids for s in ctx.store.list_servers(include_deleted=True)}
+    named = set(NAMED_SERVER.findall(message)) | set(candidates)
+    shown = {s for s in named if may_use(roles, using.get(s, ()))}
+    mine = [s for s in candidates if may_control(roles, using.get(s, ()))]
     advice = ADVICE.search(message)
-    if advice and len(mine) < len(candidates):
+    partial = bool(advice) and len(mine) < len(candidates)
+    if advice and partial:
         others = [c for c in candidates if c not in mine]
-        named = [c for c in others if c in shown]
-        advice_text = _advice(advice[1] == "all", mine, named, len(others) - len(named))
+        seen = [c for c in others if c in shown]
+        advice_text = _advice(advice[1] == "all", mine, seen, len(others) - len(seen))
         message = message[: advice.start()] + advice_text
     text = NAMED_SERVER.sub(lambda m: m[0] if m[0] in shown else OTHERS["server"], message)
     text = NAMED_RUN.sub(lambda m: m[0] if visible_run(m[1]) else OTHERS["run"], text)
-    together_with_others = bool(advice and advice[1] == "all" and len(mine) < len(candidates))
+    together_with_others = partial and advice is not None and advice[1] == "all"
     return _OTHERS_LISTED.sub(_counted, text), [] if together_with_others else mine
 
 
@@ -116,5 +112,6 @@ def refusals_for(ctx: Context, user: User) -> Iterator[None]:
         yield
     except DeployRefused as exc:
         cause = getattr(exc, "cause", exc)
-        message, candidates = for_caller(ctx, user, cause.message, cause.delete_candidates)
+        roles = caller_roles(ctx, user)
+        message, candidates = for_caller(ctx, roles, cause.message, cause.delete_candidates)
         raise DeployRefused(message, candidates) from None

@@ -12,6 +12,7 @@ and what it must ask (a role, a server not seen yet) goes to the thread pool. Th
 routes are plain `def` (see `context`).
 """
 
+from collections.abc import Collection
 from typing import Any
 
 import ray
@@ -38,6 +39,12 @@ from preannotate.store import NotFound, ServerStatus
 from preannotate.store.models import User
 
 router = APIRouter(tags=["servers"], route_class=JsonBodyRoute)
+
+
+def may_control(roles: dict[int, str], project_ids: Collection[int]) -> bool:
+    """Owner or Manager of every project using the server (it has some): the caller may
+    delete it."""
+    return bool(project_ids) and all(roles.get(p) in MANAGE for p in project_ids)
 
 
 def shown(server: dict[str, Any], roles: dict[int, str] | None) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def require_server_control(ctx: Context, user: User, server_id: str) -> None:
     have no role in them. It asks the store: call it off the event loop."""
     server = ctx.store.get_server(server_id)
     roles = caller_roles(ctx, user)
-    if roles is not None and not all(roles.get(p) in MANAGE for p in server.project_ids):
+    if roles is not None and not may_control(roles, server.project_ids):
         raise HTTPException(
             403,
             f"user '{user.name}' is not owner or manager of every project using {server_id}; "
