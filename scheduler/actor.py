@@ -159,14 +159,14 @@ class Scheduler:
             self._track(runner.job_id, runner)
         return runner.job_id
 
-    async def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
+    def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
         """The server a job uses: the one asked for, which must serve the project's current
-        configuration, else the one that does, which the project joins as a deploy would
-        have it (so its members see the server the job runs on), or one deployed when
-        `deploy`."""
-        config = await asyncio.to_thread(self.servers.project_config, project_id)
+        configuration, else a live one that does, which the project joins as a deploy would
+        have it, or one deployed when `deploy`. Called under the lock, so the server it
+        answers is not deleted before the job that uses it exists."""
+        config = self.servers.project_config(project_id)
         if server_id is not None:
-            server = await asyncio.to_thread(self.store.get_server, server_id)
+            server = self.store.get_server(server_id)
             if server.deleted_at is not None:
                 raise InvalidState(f"server {server_id} was deleted")
             if server.config_hash != config.hash:
@@ -175,18 +175,14 @@ class Scheduler:
                     f"{project_id}'s current one; deploy the project or leave out server_id"
                 )
             return server_id
-        while shared := await asyncio.to_thread(self.servers.shared_server, config.hash):
-            try:  # shared as a deploy shares it: the project now uses it
-                await asyncio.to_thread(self.store.attach_project, shared.id, project_id)
-                return shared.id
-            except InvalidState:  # deleted since it was found (no longer listed): look again
-                continue
+        if (shared := self.servers.join_shared(project_id, config.hash)) is not None:
+            return shared
         if not deploy:
             raise DeployRefused(
                 f"no server has project {project_id}'s current configuration; deploy one first "
                 "or ask for deploy_if_missing"
             )
-        return (await self.deploy(project_id))["id"]
+        return self.servers.deploy(project_id)["id"]
 
     async def submit_preannotate(
         self,
@@ -209,18 +205,22 @@ class Scheduler:
         else:
             ids = None
             total = await asyncio.to_thread(self.store.count_tasks, project_id)
-        server = await self._server_for(project_id, server_id, deploy_if_missing)
-        in_flight = await asyncio.to_thread(self._in_flight, server)
-        job = await asyncio.to_thread(
-            self.store.create_job,
-            project_id,
-            JobKind.PREANNOTATE,
-            params={"task_ids": ids, "token_budget": token_budget},
-            server_id=server,
-            total=total,
-        )
-        self._start(job.id, server, in_flight)
-        return job.id
+
+        def admit() -> tuple[int, str, int]:
+            server = self._server_for(project_id, server_id, deploy_if_missing)
+            job = self.store.create_job(
+                project_id,
+                JobKind.PREANNOTATE,
+                params={"task_ids": ids, "token_budget": token_budget},
+                server_id=server,
+                total=total,
+            )
+            return job.id, server, self._in_flight(server)
+
+        async with self.lock:  # a delete of the server cancels this job, or comes first
+            job_id, server, in_flight = await asyncio.to_thread(admit)
+            self._start(job_id, server, in_flight)
+        return job_id
 
     def _in_flight(self, server_id: str) -> int:
         """The batches a job on the server keeps in flight (`in_flight_for`); `IN_FLIGHT`

@@ -169,20 +169,21 @@ class DeployController:
 
     # -- deploy ----------------------------------------------------------------------------
 
-    def shared_server(self, config_hash: str) -> Server | None:
-        """A live server with this configuration, which a project can use instead of a new one."""
+    def join_shared(self, project_id: int, config_hash: str) -> str | None:
+        """The id of a live server with this configuration, which the project now uses
+        instead of a new one (so its members see it), or None. Called under the scheduler's
+        lock, as deletes are, so the server cannot go between finding and joining it."""
         for server in self.store.list_servers():
             if server.config_hash == config_hash and server.status not in UNUSABLE:
-                return server
+                self.store.attach_project(server.id, project_id)
+                return server.id
         return None
 
     def deploy(self, project_id: int) -> dict[str, Any]:
         """Deploy (or share) a server for the project's current configuration, or refuse now."""
         config = self.project_config(project_id)
-        shared = self.shared_server(config.hash)
-        if shared is not None:
-            self.store.attach_project(shared.id, project_id)
-            return self.describe(shared.id)
+        if (shared := self.join_shared(project_id, config.hash)) is not None:
+            return self.describe(shared)
         check_runnable(config)
         providers = self.providers(config)
         problem = self._config_license_problem(config)
