@@ -1,6 +1,7 @@
 """Versions of trained models: each run adds `<name>_v<n>` next to the older versions, which
 stay usable, with a manifest that says what it predicts, how well and from what data."""
 
+import re
 from typing import Any
 
 from preannotate.configs.training import MARKED_KINDS, TrainingSpec
@@ -11,16 +12,24 @@ WEIGHTS = "model"
 """The weights folder inside a trained version's model folder."""
 
 
+VERSION_DIGITS = re.compile(r"[0-9]{1,9}")
+"""A version number as a name ends in: ASCII digits (`str.isdigit` also takes "²", which
+`int` refuses)."""
+
+
+def version_number(name: str, model_name: str) -> int | None:
+    """n when `name` is `<model_name>_v<n>`, a trained version of that model, else None."""
+    prefix = f"{model_name}_v"
+    if name.startswith(prefix) and VERSION_DIGITS.fullmatch(name[len(prefix) :]):
+        return int(name[len(prefix) :])
+    return None
+
+
 def next_version(hub: Hub, model_name: str) -> tuple[str, int]:
     """`<name>_v<n>` with n one above the highest version in the hub."""
-    prefix = f"{model_name}_v"
-    taken = [
-        int(n[len(prefix) :])
-        for n in hub.names()
-        if n.startswith(prefix) and n[len(prefix) :].isdigit()
-    ]
+    taken = [n for name in hub.names() if (n := version_number(name, model_name)) is not None]
     number = max(taken, default=0) + 1
-    return f"{prefix}{number}", number
+    return f"{model_name}_v{number}", number
 
 
 def _embeddings(spec: TrainingSpec, base: HubModel | None) -> str:

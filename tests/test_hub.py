@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from preannotate.client.cli import app
 from preannotate.hub.catalog import Hub, HubError
+from preannotate.hub.versions import next_version, version_number
 
 runner = CliRunner()
 
@@ -142,3 +143,13 @@ def test_a_replica_on_a_machine_without_the_hub_folder_still_finds_the_built_in_
     with pytest.raises(HubError, match="unknown model 'vendors_v1'.* is not on this machine"):
         elsewhere.get("vendors_v1")
     assert not (tmp_path / "not-mounted").exists()
+
+
+def test_trained_versions_are_numbered_after_the_highest_one(hub: Hub, tmp_path: Path) -> None:
+    """Only `<name>_v<digits>` is a version of `name`: `topics_v7_v2` is a version of
+    `topics_v7`, and "²", which `str.isdigit` takes, is no number."""
+    hub.add(manifest_folder(tmp_path, "topics_v7"))
+    hub.add(manifest_folder(tmp_path, "topics_v7_v2"))
+    assert next_version(hub, "topics") == ("topics_v8", 8)
+    assert next_version(hub, "topics_v7") == ("topics_v7_v3", 3)
+    assert version_number("topics_v²", "topics") is None

@@ -5,7 +5,6 @@ Taking access away (a user deleted, a token rotated, a member removed) re-reads 
 epoch at once, so this replica's cache forgets the old access before the answer goes out
 (and the other replicas within `access_cache.EPOCH_CHECK_S`)."""
 
-import re
 from typing import Any
 
 import ray
@@ -30,6 +29,7 @@ from preannotate.deployments.routes.refusals import for_caller, refusals_for
 from preannotate.deployments.routes.servers import shown, visible
 from preannotate.hub.catalog import HubModel
 from preannotate.hub.validation import validate_config
+from preannotate.hub.versions import version_number
 from preannotate.store import NotFound, Role
 from preannotate.store.models import User
 
@@ -82,8 +82,6 @@ def models(ctx: Ctx, user: CurrentUser) -> list[dict[str, Any]]:
     return [hub_entry(m, roles) for m in ctx.hub.models()]
 
 
-WHOLE = re.compile(r"[0-9]{1,9}")
-"""A manifest version that sorts as a number ("²" passes `str.isdigit`, not `int`)."""
 PROJECT_PROVENANCE = ("source_project", "job_id")
 """What a trained model's `training` says of the project it was trained on: shown only to
 members of that project (and admins); its labels and metrics are the hub's for all."""
@@ -106,15 +104,16 @@ def hub_entry(model: HubModel, roles: dict[int, str] | None) -> dict[str, Any]:
 )
 def model_versions(ctx: Ctx, user: CurrentUser, name: str) -> dict[str, Any]:
     """A model and its trained versions (`<name>_v1`, `_v2`, ...) with their metrics."""
-    prefix, roles = f"{name}_v", caller_roles(ctx, user)
-    versions = [
-        hub_entry(m, roles)
+    roles = caller_roles(ctx, user)
+    found = [
+        (number, m)
         for m in ctx.hub.models()
-        if m.name == name or (m.name.startswith(prefix) and m.name[len(prefix) :].isdigit())
+        if (number := 0 if m.name == name else version_number(m.name, name)) is not None
     ]
+    found.sort(key=lambda pair: pair[0])  # the base model, then its versions in order
+    versions = [hub_entry(m, roles) for _, m in found]
     if not versions:
-        raise NotFound(f"no model named {name!r} or {prefix}<n> in the Models Hub")
-    versions.sort(key=lambda v: int(v["version"]) if WHOLE.fullmatch(v["version"]) else 0)
+        raise NotFound(f"no model named {name!r} or {name}_v<n> in the Models Hub")
     return {"name": name, "versions": versions}
 
 
