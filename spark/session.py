@@ -77,7 +77,8 @@ def with_ours(ours: dict[str, str], theirs: dict[str, str]) -> dict[str, str]:
 
 def connected() -> None:
     """Join the cluster `preannotate up` remembered here (else a local one, "auto"), in our
-    namespace, unless this process is connected already."""
+    namespace, unless this process is connected already: then `connect` would return at
+    once too, but reading `up`'s remembered file is skipped as well."""
     import ray
 
     from preannotate.cluster.ray_cluster import connect

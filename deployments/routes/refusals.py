@@ -82,11 +82,12 @@ def _joined(items: list[str], last: str) -> str:
 
 
 def _others(count: int) -> str:
-    return f"{_servers(count)} of other projects"
+    return f"{_count(count, 'server')} of other projects"
 
 
-def _servers(count: int) -> str:
-    return f"{count} server{'s' if count != 1 else ''}"
+def _count(count: int, noun: str) -> str:
+    """ "1 server", "2 servers"."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 LICENSED_REPLICAS = re.compile(r"\((\d+) licensed replicas?\)")
@@ -99,9 +100,9 @@ def _counted(found: re.Match[str]) -> str:
     if servers + runs == 1:
         return found[0]
     seats = sum(int(n) for n in LICENSED_REPLICAS.findall(found[0]))
-    held = f" ({seats} licensed replica{'s' if seats != 1 else ''})" if seats else ""
-    parts = [f"{_servers(servers)}{held}"] if servers else []
-    parts += [f"{runs} training run{'s' if runs != 1 else ''}"] if runs else []
+    held = f" ({_count(seats, 'licensed replica')})" if seats else ""
+    parts = [f"{_count(servers, 'server')}{held}"] if servers else []
+    parts += [_count(runs, "training run")] if runs else []
     return f"{' and '.join(parts)} of other projects"
 
 
