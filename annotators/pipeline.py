@@ -116,7 +116,7 @@ class Pipeline:
             if r.prompt in zero_shot
         ]
         used = {c.to_name for c in self.controls} | {c.to_name for c in self.choices}
-        self.fields = {o.name: o.value for o in labeling.objects if o.name in used}
+        self.objects = [o for o in labeling.objects if o.name in used]
 
     def connect_providers(self, providers: Mapping[str, ProviderAccess]) -> None:
         """Reach the providers the external prompts call (a model server does this with
@@ -154,16 +154,16 @@ class Pipeline:
             try:
                 data = task_data(task)
                 values = {}
-                for obj, key in self.fields.items():
-                    value = data.get(key)
+                for obj in self.objects:
+                    value = data.get(obj.value)
                     if not isinstance(value, str):
-                        raise ValueError(f"the task has no text in data.{key}")
+                        raise ValueError(obj.missing())
                     if len(value) > MAX_DOCUMENT_CHARS:
                         raise ValueError(
-                            f"data.{key} has {len(value):,} characters; "
+                            f"data.{obj.value} has {len(value):,} characters; "
                             f"the limit is {MAX_DOCUMENT_CHARS:,}"
                         )
-                    values[obj] = value
+                    values[obj.name] = value
                 texts.append(values)
                 errors.append(None)
             except ValueError as exc:

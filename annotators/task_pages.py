@@ -66,6 +66,8 @@ def page_refs(
     counted, with no OCR. Raises `ValueError` (a `DocumentError` or a refused reference)
     with the reason."""
     value = data.get(image.value)
+    if value is None or value == "":
+        raise ValueError(image.missing())
     refs = value if image.value_list else [value]
     if not isinstance(refs, list) or not refs:
         raise ValueError(f"data.{image.value} must list the document's pages")

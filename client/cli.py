@@ -38,6 +38,7 @@ from preannotate.configs.errors import ConfigError
 from preannotate.configs.project import load_project_config
 from preannotate.configs.prompts import ExternalPrompt, PromptLibrary, read_prompt_file
 from preannotate.configs.rules import RuleLibrary, read_rule_file
+from preannotate.configs.textfiles import existing_file, output_file
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
 from preannotate.store.tasks_io import read_task_records
@@ -146,6 +147,9 @@ def annotate(
     from preannotate.configs.paths import files_root
 
     with user_errors():
+        tasks = existing_file(tasks, "tasks file")
+        if out_file is not None:
+            output_file(out_file)
         validated = load_validated(config)
         total = sum(1 for _ in read_task_records(tasks))
         root = files_root() or tasks.resolve().parent

@@ -28,6 +28,12 @@ class ObjectTag(BaseModel):
         False, description="`<Image valueList=...>`: the key holds a list, one item per page"
     )
 
+    def missing(self) -> str:
+        """Why a task without this object's field cannot be annotated: it names the field
+        and what goes in it (text, or for an `<Image>` a document reference)."""
+        what = "image or PDF reference" if self.kind == "image" else "text"
+        return f"the task has no {what} in data.{self.value}"
+
 
 class Label(BaseModel):
     value: str

@@ -35,13 +35,34 @@ def _encoding(data: bytes, xml: bool) -> str:
     return declared.group(1).decode("ascii") if declared else "utf-8"
 
 
-def existing_file(path: Path) -> Path:
-    """`path`, or a ConfigError saying it is a folder or does not exist."""
+def _named(path: Path, what: str) -> str:
+    return f"{what} {path}" if what else str(path)
+
+
+def _file_path(path: Path, what: str) -> Path:
+    """`path`, or a ConfigError saying it is a folder where a file belongs; `what` names the
+    file in the message, as in "output out is a folder; give a file"."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError([f"{path} is a folder; give a file"])
+        raise ConfigError([f"{_named(path, what)} is a folder; give a file"])
+    return path
+
+
+def existing_file(path: Path, what: str = "") -> Path:
+    """`path`, or a ConfigError saying it is a folder or does not exist ("tasks file
+    x.jsonl does not exist")."""
+    path = _file_path(path, what)
     if not path.is_file():
-        raise ConfigError([f"{path} does not exist"])
+        raise ConfigError([f"{_named(path, what)} does not exist"])
+    return path
+
+
+def output_file(path: Path, what: str = "output") -> Path:
+    """`path` as a file to write, or a ConfigError saying it is a folder or its folder does
+    not exist."""
+    path = _file_path(path, what)
+    if not path.parent.is_dir():
+        raise ConfigError([f"{_named(path, what)}: the folder {path.parent} does not exist"])
     return path
 
 

@@ -72,6 +72,12 @@ def problem(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+def escaped_byte(text: str) -> int | None:
+    """The first byte that was not UTF-8 in `text` decoded with `errors="surrogateescape"`
+    (as task files are), or None."""
+    return next((ord(c) - 0xDC00 for c in text if ord(c) in _ESCAPED_BYTES), None)
+
+
 def _surrogate_problem(code: int) -> str:
     if code in _ESCAPED_BYTES:
         return f"not UTF-8 text (the byte 0x{code - 0xDC00:02x}, or a lone surrogate \\u{code:x})"

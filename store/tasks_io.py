@@ -67,7 +67,11 @@ def task_data(item: Any, where: str) -> dict[str, Any]:
         return data
     if text is None and any(isinstance(data.get(key), str) and data[key] for key in _DOCUMENT_KEYS):
         return data
-    raise InvalidInput(f"{where}: task has no text (a non-empty 'text' field is required)")
+    documents = " or ".join(f"'{key}'" for key in _DOCUMENT_KEYS)
+    raise InvalidInput(
+        f"{where}: task has no text or document: give a non-empty 'text' field, "
+        f"or a document reference in {documents}"
+    )
 
 
 def read_task_records(
@@ -158,6 +162,12 @@ def _read_csv(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
     reader = csv.DictReader(stream)
     try:
         columns = reader.fieldnames
+        byte = standard_json.escaped_byte(",".join(columns or []))
+        if byte is not None:
+            raise InvalidInput(
+                f"{name} line {reader.line_num}: the header is not UTF-8 text (byte "
+                f"0x{byte:02x}); save the file as UTF-8"
+            )
         if not columns or "text" not in columns:
             raise InvalidInput(f"{name}: no 'text' column (columns: {', '.join(columns or [])})")
         for position, row in enumerate(reader, start=1):

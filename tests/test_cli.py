@@ -206,6 +206,69 @@ def test_bad_library_files_and_inputs_are_exit_2_with_the_reason(
     )
 
 
+def test_bad_annotate_and_license_inputs_are_exit_2_with_what_to_do(
+    home: Path, tmp_path: Path
+) -> None:
+    """A missing or misplaced file, a task without its document, a header that is not
+    UTF-8 and a license without seats each say what is wrong and what to do."""
+    news, visual = str(NEWS / "project.json"), str(EXAMPLES / "visual" / "project.json")
+
+    def annotate(config: str, tasks: Path, *out: str) -> tuple[int, str]:
+        result = runner.invoke(app, ["annotate", "--config", config, "--tasks", str(tasks), *out])
+        return result.exit_code, result.stderr
+
+    for missing in (tmp_path / "nothing", tmp_path / "x.jsonl"):  # with no suffix, too
+        assert annotate(news, missing) == (2, f"error: tasks file {missing} does not exist\n")
+    assert annotate(news, tmp_path) == (
+        2,
+        f"error: tasks file {tmp_path} is a folder; give a file\n",
+    )
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"data": {"text": "Ada Lovelace lived in London."}}\n')
+    assert annotate(news, tasks, "--out", str(tmp_path)) == (
+        2,
+        f"error: output {tmp_path} is a folder; give a file\n",
+    )
+    nowhere = tmp_path / "no" / "p.jsonl"
+    assert annotate(news, tasks, "--out", str(nowhere)) == (
+        2,
+        f"error: output {nowhere}: the folder {nowhere.parent} does not exist\n",
+    )
+
+    nothing = tmp_path / "nothing.jsonl"
+    nothing.write_text('{"data": {"title": "an invoice"}}\n')
+    code, stderr = annotate(visual, nothing)
+    assert code == 2 and "line 1: task has no text or document" in stderr
+    assert "a document reference in 'image' or 'pdf'" in stderr
+    out = tmp_path / "predictions.jsonl"
+    assert annotate(visual, tasks, "--out", str(out))[0] == 0  # text, but no document
+    assert json.loads(out.read_text())["error"] == (
+        "the task has no image or PDF reference in data.image"
+    )
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("t\u00e9xt\nhello\n".encode("latin-1"))
+    assert annotate(news, latin1) == (
+        2,
+        f"error: {latin1} line 1: the header is not UTF-8 text (byte 0xe9); "
+        "save the file as UTF-8\n",
+    )
+
+    key = tmp_path / "vendor.pem"
+    assert runner.invoke(app, ["license", "keygen", str(key)]).exit_code == 0
+    plain = tmp_path / "license.json"
+    for seats in (0, -3):
+        plain.write_text(
+            json.dumps(
+                {"licensee": "A", "seats": seats, "scopes": ["healthcare"], "expires": "2099-01-31"}
+            )
+        )
+        signed = runner.invoke(app, ["license", "sign", str(plain), "--key", str(key)])
+        assert signed.exit_code == 2
+        assert "'seats' must be a positive whole number" in signed.stderr
+        assert f"got {seats}" in signed.stderr and signed.stdout == ""
+
+
 @pytest.mark.own_ray_head
 def test_the_demo_leaves_the_users_store_as_it_was(home: Path, tmp_path: Path) -> None:
     """`make demo` runs on a throwaway cluster and data directory: the user's store (here a
