@@ -14,7 +14,7 @@ import ray
 from ray.serve._private.common import ReplicaState
 from ray.serve._private.constants import SERVE_NAMESPACE
 from ray.serve.context import _get_global_client
-from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
+from ray.serve.schema import ApplicationStatus, DeploymentDetails, ServeInstanceDetails
 
 HOLDING = {
     state.value
@@ -55,6 +55,14 @@ def failure(message: str) -> bool:
     return _SERVE_ERROR in _COLOURS.sub("", message)
 
 
+def starting_fails(deployment: DeploymentDetails) -> bool:
+    """Whether a replica the deployment is starting does not start: Serve says so, and
+    fewer replicas run than its target. Once they all run, Serve may still show the
+    message (a healthy deployment keeps it until its state changes), but it is stale."""
+    running = sum(r.state == ReplicaState.RUNNING for r in deployment.replicas)
+    return failure(deployment.message) and running < deployment.target_num_replicas
+
+
 @dataclass(frozen=True)
 class Replica:
     replica_id: str
@@ -71,7 +79,8 @@ class AppState:
     replicas: list[Replica] = field(default_factory=list)
     failure: str = ""
     """Why a replica did not start, while Serve retries it (else empty): of Serve's
-    messages, only those that report a failure, not its notes on slow starts."""
+    messages, only those that report a failure (`starting_fails`), not its notes on slow
+    starts."""
 
     @property
     def placed(self) -> list[Replica]:
@@ -96,7 +105,7 @@ def serve_snapshot() -> ServeSnapshot:
     details = ServeInstanceDetails(**client.get_serve_details())
     apps = {}
     for name, app in details.applications.items():
-        said = [(readable(d.message), failure(d.message)) for d in app.deployments.values()]
+        said = [(readable(d.message), starting_fails(d)) for d in app.deployments.values()]
         messages = [app.message] + [message for message, _ in said]
         failures = [message for message, failed in said if failed]
         replicas = [

@@ -291,8 +291,8 @@ class DeployController:
         app = snapshot.app(server_id)
         if app is None:
             return ServerStatus.FAILED, GONE
-        if app.status == ApplicationStatus.RUNNING:
-            return ServerStatus.READY, None
+        if app.status == ApplicationStatus.RUNNING:  # a replica it adds may not start
+            return ServerStatus.READY, app.failure or None
         if app.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
             return ServerStatus.FAILED, app.message or None
         if app.placed:  # while Serve retries a replica that did not start, say why

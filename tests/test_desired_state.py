@@ -2,7 +2,9 @@
 die, are replaced or scale up change the next capacity answer, and a control plane started
 again on the same store brings its servers back and finishes their jobs."""
 
+import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,11 +18,19 @@ from preannotate.client.launch import check_store_reach, start_control_plane, st
 from preannotate.cluster.deploy_spec import DeploySpec
 from preannotate.cluster.local_head import ClusterError
 from preannotate.cluster.ray_cluster import other_machines
-from preannotate.cluster.serve_state import failure, readable
+from preannotate.cluster.serve_state import (
+    AppState,
+    ServeSnapshot,
+    failure,
+    readable,
+    serve_snapshot,
+)
 from preannotate.deployments.model_server import inline_config, model_server_app
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import validate_config
 from preannotate.scheduler.actor import SCHEDULER_NAME
+from preannotate.scheduler.controller import DeployController
+from preannotate.store import ServerStatus, Store
 from tests.conftest import RayCluster, labels_xml, project
 from tests.test_jobs import (
     _replica_actor,
@@ -173,3 +183,58 @@ def test_a_replicas_traceback_in_serves_message_is_cut_to_its_exception() -> Non
     )
     slow = "Deployment 'model_server' has 1 replicas that have taken more than 30s to initialize."
     assert not failure(slow) and readable(slow) == slow
+
+
+SCALE_UP_AT_ONCE = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 0,
+    "look_back_period_s": 1,
+    "metrics_interval_s": 0.5,
+}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, autoscaling_config=SCALE_UP_AT_ONCE)
+class Flaky:
+    """Starts unless its flag file exists: a replica autoscaling adds then does not start."""
+
+    def __init__(self, flag: str):
+        if Path(flag).exists():
+            raise RuntimeError(f"flag {Path(flag).name} is set")
+
+    async def __call__(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def test_a_running_server_says_why_a_replica_it_adds_does_not_start(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The application stays running (the server `ready`) while Serve retries a replica
+    autoscaling adds; the server's message says why that replica does not start, and says
+    nothing once it does, although Serve's own message may outlive the failure."""
+    servers = DeployController(Store(ray_cluster.database_url), Hub(ray_cluster.hub_root), None)
+    flag = tmp_path / "broken"
+    handle = serve.run(Flaky.bind(str(flag)), name="flaky", route_prefix=None)
+    try:
+        flag.touch()
+        calls = [handle.remote(60) for _ in range(4)]  # four ongoing requests: scale up
+        app = flaky_app_once(lambda a: a.failure)
+        status, message = servers.state("flaky", ServeSnapshot({"flaky": app}))
+        assert status == ServerStatus.READY and "RuntimeError: flag broken is set" in message
+        flag.unlink()
+        app = flaky_app_once(lambda a: [r.state for r in a.replicas].count("RUNNING") == 2)
+        assert app.failure == ""
+        for call in calls:
+            call.cancel()
+    finally:
+        serve.delete("flaky")
+
+
+def flaky_app_once(done: Callable[[AppState], object], within_s: float = 120) -> AppState:
+    """The "flaky" application as Serve shows it, once `done` says so of it."""
+    deadline = time.monotonic() + within_s
+    while not done(app := serve_snapshot().apps["flaky"]):
+        assert time.monotonic() < deadline, app
+        time.sleep(0.5)
+    return app
