@@ -41,7 +41,7 @@ from preannotate.configs.rules import RuleLibrary, read_rule_file
 from preannotate.configs.textfiles import existing_file, output_file
 from preannotate.hub.catalog import Hub
 from preannotate.hub.validation import ValidatedConfig, validate_config
-from preannotate.store.tasks_io import read_task_records
+from preannotate.store.tasks_io import DocumentFields, read_task_records
 
 if TYPE_CHECKING:
     from preannotate.annotators.visual_pipeline import VisualPipeline
@@ -151,7 +151,8 @@ def annotate(
         if out_file is not None:
             output_file(out_file)
         validated = load_validated(config)
-        total = sum(1 for _ in read_task_records(tasks))
+        fields = DocumentFields.read_by(validated.labeling)
+        total = sum(1 for _ in read_task_records(tasks, fields=fields))
         root = files_root() or tasks.resolve().parent
         pipeline = pipeline_for(validated, root=root)
         if render is not None and not isinstance(pipeline, VisualPipeline):
@@ -161,7 +162,7 @@ def annotate(
         try:
             with _progress() as progress:
                 bar = progress.add_task("pre-annotating", total=total)
-                for batch in _batches(read_task_records(tasks), batch_size):
+                for batch in _batches(read_task_records(tasks, fields=fields), batch_size):
                     for task, prediction in zip(batch, pipeline.annotate(batch), strict=True):
                         failed += prediction.error is not None
                         sink.write(json.dumps(prediction.as_json()) + "\n")

@@ -4,10 +4,14 @@ from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from preannotate.configs.labeling import parse_labeling_config
+from preannotate.configs.project import parse_project_config
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import AlreadyExists
 from preannotate.store.models import Membership, Project, ProjectConfigVersion, Role, User
+from preannotate.store.tasks_io import TEXT_OR_DOCUMENT, DocumentFields
 
 
 class ProjectOps(Database):
@@ -88,3 +92,13 @@ def _latest_config(project_id: int) -> Select[ProjectConfigVersion]:
         .order_by(ProjectConfigVersion.version.desc())
         .limit(1)
     )
+
+
+def document_fields(session: Session, project_id: int) -> DocumentFields:
+    """Where the project's tasks hold their document: the fields its labeling configuration
+    reads, besides `text`, `image` and `pdf` (all of these for a project not configured)."""
+    record = session.scalar(_latest_config(project_id))
+    if record is None:
+        return TEXT_OR_DOCUMENT
+    xml = parse_project_config(record.config).labeling_config
+    return DocumentFields.read_by(parse_labeling_config(xml))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, utcnow
+from preannotate.store.projects import document_fields
 from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records
 
 T = TypeVar("T")
@@ -62,8 +63,11 @@ class TaskOps(Database):
         it `name`), all or nothing: one transaction, so a bad task (named by its line or
         position) leaves the project as it was. Rows are inserted in chunks as the file is
         read, so a large JSONL or CSV file never sits in memory. Tasks that carry
-        `completions` (or `annotations`) get them as completions."""
-        return self._insert_tasks(project_id, read_task_records(source, fmt, name))
+        `completions` (or `annotations`) get them as completions. A task holds its document
+        in a field the project's configuration reads (`projects.document_fields`)."""
+        with self._read() as session:
+            fields = document_fields(session, project_id)
+        return self._insert_tasks(project_id, read_task_records(source, fmt, name, fields))
 
     def _insert_tasks(self, project_id: int, records: Iterable[dict[str, Any]]) -> AddedTasks:
         count, first_id, last_id = 0, None, None

@@ -13,9 +13,11 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from preannotate.configs.labeling import LabelingConfig
 from preannotate.store import standard_json
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Task
@@ -33,10 +35,61 @@ _SUFFIX_FORMATS: dict[str, TaskFormat] = {
     ".ndjson": "jsonl",
     ".csv": "csv",
 }
-_DOCUMENT_KEYS = ("image", "pdf")
-"""Besides `text`, the fields that make a task a document (a scan or a PDF)."""
+
+
+@dataclass(frozen=True)
+class DocumentFields:
+    """The task fields that hold a task's document: its text, or a reference to a scan or a
+    PDF (a file name or URL, or a list of pages). `text`, `image` and `pdf` always count;
+    a project adds the fields its labeling configuration reads (`<Text value="$review">`)."""
+
+    text: tuple[str, ...] = ("text",)
+    references: tuple[str, ...] = ("image", "pdf")
+
+    @classmethod
+    def read_by(cls, labeling: LabelingConfig) -> "DocumentFields":
+        always, objects = cls(), labeling.objects
+        text = [o.value for o in objects if o.kind != "image"]
+        references = [o.value for o in objects if o.kind == "image"]
+        return cls(
+            text=tuple(dict.fromkeys([*always.text, *text])),
+            references=tuple(dict.fromkeys([*always.references, *references])),
+        )
+
+    def has_document(self, data: dict[str, Any]) -> bool:
+        """Non-empty text in a text field; or, where no text field is given at all, a
+        reference in a reference field."""
+        texts = [data.get(key) for key in self.text]
+        if any(isinstance(text, str) and text.strip() for text in texts):
+            return True
+        return all(text is None for text in texts) and any(
+            _reference(data.get(key)) for key in self.references
+        )
+
+    def missing(self) -> str:
+        return (
+            f"task has no text or document: give a non-empty {_either(self.text)} field, "
+            f"or a document reference in {_either(self.references)}"
+        )
+
+
+def _reference(value: Any) -> bool:
+    """A file name or URL, or a non-empty list of them (a document's pages)."""
+    if isinstance(value, list):
+        return bool(value) and all(_reference(page) for page in value)
+    return isinstance(value, str) and bool(value)
+
+
+def _either(keys: tuple[str, ...]) -> str:
+    quoted = [f"'{key}'" for key in keys]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+TEXT_OR_DOCUMENT = DocumentFields()
+"""The document fields of a task outside any project (or of a project not configured yet)."""
 
 TaskSource = str | os.PathLike[str] | IO[str]
+Reader = Callable[[IO[str], str, "DocumentFields"], Iterator[dict[str, Any]]]
 
 _TEXT: dict[str, Any] = {"encoding": "utf-8-sig", "errors": "surrogateescape", "newline": ""}
 """How task files are decoded: BOM-tolerant, as spreadsheets write one; a byte that is not
@@ -48,13 +101,13 @@ def text_stream(binary: IO[bytes]) -> IO[str]:
     return io.TextIOWrapper(binary, **_TEXT)
 
 
-def task_data(item: Any, where: str) -> dict[str, Any]:
+def task_data(item: Any, where: str, fields: DocumentFields = TEXT_OR_DOCUMENT) -> dict[str, Any]:
     """The `data` of one task given as `{"data": {...}}`, `{"id": .., "data": {...}}` or flat.
 
-    A task must carry a document: non-empty `text`, or an `image` / `pdf` reference, and
-    be standard JSON throughout (its completions too). The `id` of a file's task is not
-    kept: the store numbers tasks itself, so importing the same file into two projects
-    cannot collide.
+    A task must carry a document in one of `fields` (non-empty text, or a reference to a
+    scan or PDF), and be standard JSON throughout (its completions too). The `id` of a
+    file's task is not kept: the store numbers tasks itself, so importing the same file
+    into two projects cannot collide.
     """
     if not isinstance(item, dict):
         raise InvalidInput(f"{where}: a task must be a JSON object, not {type(item).__name__}")
@@ -62,24 +115,21 @@ def task_data(item: Any, where: str) -> dict[str, Any]:
     if problem is not None:
         raise InvalidInput(f"{where}: {problem}")
     data = item["data"] if isinstance(item.get("data"), dict) else item
-    text = data.get("text")
-    if isinstance(text, str) and text.strip():
+    if fields.has_document(data):
         return data
-    if text is None and any(isinstance(data.get(key), str) and data[key] for key in _DOCUMENT_KEYS):
-        return data
-    documents = " or ".join(f"'{key}'" for key in _DOCUMENT_KEYS)
-    raise InvalidInput(
-        f"{where}: task has no text or document: give a non-empty 'text' field, "
-        f"or a document reference in {documents}"
-    )
+    raise InvalidInput(f"{where}: {fields.missing()}")
 
 
 def read_task_records(
-    source: TaskSource, fmt: TaskFormat | None = None, name: str | None = None
+    source: TaskSource,
+    fmt: TaskFormat | None = None,
+    name: str | None = None,
+    fields: DocumentFields = TEXT_OR_DOCUMENT,
 ) -> Iterator[dict[str, Any]]:
     """Tasks from a JSON, JSONL or CSV file (a path, or an open text stream) as records:
     `{"id", "data"}`, plus `completions` (a list of results) where the file has human
-    annotations. `id` is the file's own (the position, from 1, where it has none).
+    annotations. `id` is the file's own (the position, from 1, where it has none). Each
+    task holds its document in one of `fields`.
 
     Errors name the file as `name` (default: its path, or the stream's name). The format
     comes from that name's suffix unless `fmt` is given. JSONL and CSV are read line by
@@ -93,15 +143,15 @@ def read_task_records(
     reader = _READERS.get(fmt)
     if reader is None:
         raise InvalidInput(f"unknown task format {fmt!r}; use one of {sorted(_READERS)}")
-    return _read(source, name, reader)
+    return _read(source, name, reader, fields)
 
 
 def _read(
-    source: TaskSource, name: str, reader: Callable[[IO[str], str], Iterator[dict[str, Any]]]
+    source: TaskSource, name: str, reader: Reader, fields: DocumentFields
 ) -> Iterator[dict[str, Any]]:
     try:
         with _open(source) as stream:
-            yield from reader(stream, name)
+            yield from reader(stream, name, fields)
     except UnicodeDecodeError as error:  # a caller's stream that decodes strictly
         raise InvalidInput(f"{name}: not UTF-8 text ({error.reason})") from None
 
@@ -119,16 +169,16 @@ def _open(source: TaskSource) -> AbstractContextManager[IO[str]]:
     return nullcontext(source)
 
 
-def _read_json(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+def _read_json(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[dict[str, Any]]:
     items = standard_json.loads(stream.read(), name)
     if not isinstance(items, list):
         raise InvalidInput(f"{name}: expected a JSON list of tasks, not {type(items).__name__}")
     for number, item in enumerate(items, start=1):
-        yield _record(item, f"{name} task {number}", number)
+        yield _record(item, f"{name} task {number}", number, fields)
 
 
-def _record(item: Any, where: str, position: int) -> dict[str, Any]:
-    data = task_data(item, where)
+def _record(item: Any, where: str, position: int, fields: DocumentFields) -> dict[str, Any]:
+    data = task_data(item, where, fields)
     task_id = item.get("id") if data is not item else None
     record = {"id": position if task_id is None else task_id, "data": data}
     annotations = (item.get("completions") or item.get("annotations")) if data is not item else None
@@ -147,18 +197,19 @@ def _completion_results(annotations: Any, where: str) -> list[list[dict[str, Any
     return [a["result"] for a in annotations]
 
 
-def _read_jsonl(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+def _read_jsonl(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[dict[str, Any]]:
     position = 0
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         item = standard_json.loads(line, name, line=number)
         position += 1
-        yield _record(item, f"{name} line {number}", position)
+        yield _record(item, f"{name} line {number}", position, fields)
 
 
-def _read_csv(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
-    """Rows of a CSV with a `text` column; every other column goes into the task's data."""
+def _read_csv(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV with a column of `fields` (`text`, say); every column goes into the
+    task's data."""
     reader = csv.DictReader(stream)
     try:
         columns = reader.fieldnames
@@ -168,19 +219,23 @@ def _read_csv(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
                 f"{name} line {reader.line_num}: the header is not UTF-8 text (byte "
                 f"0x{byte:02x}); save the file as UTF-8"
             )
-        if not columns or "text" not in columns:
-            raise InvalidInput(f"{name}: no 'text' column (columns: {', '.join(columns or [])})")
+        if not set(columns or []) & {*fields.text, *fields.references}:
+            raise InvalidInput(
+                f"{name}: no {_either(fields.text + fields.references)} column "
+                f"(columns: {', '.join(columns or [])})"
+            )
         for position, row in enumerate(reader, start=1):
             where = f"{name} line {reader.line_num}"
             if None in row:
                 raise InvalidInput(f"{where}: more values than the {len(columns)} columns")
-            data = task_data({key: value for key, value in row.items() if value is not None}, where)
+            cells = {key: value for key, value in row.items() if value is not None}
+            data = task_data(cells, where, fields)
             yield {"id": position, "data": data}
     except csv.Error as error:
         raise InvalidInput(f"{name} line {reader.line_num}: {error}") from None
 
 
-_READERS: dict[str, Callable[[IO[str], str], Iterator[dict[str, Any]]]] = {
+_READERS: dict[str, Reader] = {
     "json": _read_json,
     "jsonl": _read_jsonl,
     "csv": _read_csv,

@@ -333,7 +333,7 @@ def test_import_json_jsonl_and_csv(store: Store) -> None:
         ("bad_line.jsonl", r"bad_line\.jsonl line 3: not valid JSON"),
         ("missing_text.json", r"missing_text\.json task 2: task has no text"),
         ("missing_text.csv", r"missing_text\.csv line 3: task has no text"),
-        ("no_text_column.csv", r"no 'text' column \(columns: body, source\)"),
+        ("no_text_column.csv", r"no 'text', 'image' or 'pdf' column \(columns: body, source\)"),
     ],
 )
 def test_bad_file_names_the_line_and_imports_nothing(store: Store, name: str, message: str) -> None:
@@ -344,6 +344,39 @@ def test_bad_file_names_the_line_and_imports_nothing(store: Store, name: str, me
         store.import_tasks(project.id, DATA / name)
 
     assert [row.data["text"] for row in store.task_documents(project.id)] == ["already here"]
+
+
+def test_tasks_hold_their_document_where_the_projects_configuration_reads_it(
+    store: Store,
+) -> None:
+    """A project whose `<Text>` reads `$review` imports tasks (JSON and CSV, and an
+    annotated document) with a `review` and no `text`; a task with neither is refused,
+    naming both fields."""
+    reviews = store.create_project("reviews")
+    xml = (
+        '<View><Labels name="label" toName="review"><Label value="ORG"/></Labels>'
+        '<Text name="review" value="$review"/></View>'
+    )
+    store.set_config(reviews.id, {"name": "reviews", "labeling_config": xml}, "h1")
+    as_json = io.StringIO(json.dumps([{"data": {"review": "Acme ships fast."}}]))
+    assert store.import_tasks(reviews.id, as_json, "json").count == 1
+    as_csv = io.StringIO("review,stars\nAcme broke twice.,1\n")
+    assert store.import_tasks(reviews.id, as_csv, "csv").count == 1
+    _, created = store.complete_document(reviews.id, {"review": "Acme again."}, ["review"], [])
+    assert created
+    titles = io.StringIO(json.dumps([{"data": {"title": "no review"}}]))
+    with pytest.raises(InvalidInput, match="give a non-empty 'text' or 'review' field"):
+        store.import_tasks(reviews.id, titles, "json", "titles.json")
+    with pytest.raises(InvalidInput, match="no 'text', 'review', 'image' or 'pdf' column"):
+        store.import_tasks(reviews.id, io.StringIO("title\nno review\n"), "csv", "t.csv")
+    assert [row.data for row in store.task_documents(reviews.id)] == [
+        {"review": "Acme ships fast."},
+        {"review": "Acme broke twice.", "stars": "1"},
+        {"review": "Acme again."},
+    ]
+    unconfigured = store.create_project("plain")
+    with pytest.raises(InvalidInput, match="give a non-empty 'text' field"):
+        store.import_tasks(unconfigured.id, io.StringIO('[{"review": "x"}]'), "json")
 
 
 def test_unknown_file_type_is_refused(store: Store, tmp_path: Path) -> None:
