@@ -57,8 +57,8 @@ def failure(message: str) -> bool:
 
 def starting_fails(deployment: DeploymentDetails) -> bool:
     """Whether a replica the deployment is starting does not start: Serve says so, and
-    fewer replicas run than its target. Once they all run, Serve may still show the
-    message (a healthy deployment keeps it until its state changes), but it is stale."""
+    fewer replicas run than its target. Once they all run, a message Serve still shows
+    is over."""
     running = sum(r.state == ReplicaState.RUNNING for r in deployment.replicas)
     return failure(deployment.message) and running < deployment.target_num_replicas
 

@@ -79,6 +79,11 @@ class LabelingConfig(BaseModel):
     def object_named(self, name: str) -> ObjectTag | None:
         return next((o for o in self.objects if o.name == name), None)
 
+    def annotated(self) -> list[ObjectTag]:
+        """The objects a control points to: what a task must hold to be annotated."""
+        targets = {c.to_name for c in self.labels} | {c.to_name for c in self.choices}
+        return [o for o in self.objects if o.name in targets]
+
     def entity_labels(self) -> set[str]:
         """The labels a `<Labels>` or `<RectangleLabels>` offers for entity chunks (not
         assertion statuses): what relations may join."""

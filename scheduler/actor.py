@@ -50,6 +50,10 @@ class Scheduler:
         self.store = Store(database_url, create_schema=False)  # `start_control_plane` made it
         self.servers = DeployController(self.store, Hub(Path(hub_root)), license)
         self.lock = asyncio.Lock()
+        """Held by deploys, deletes, restores and training admissions: one at a time."""
+        self.admitting = asyncio.Lock()
+        """Held briefly while a bulk job picks its server and is written, and while a delete
+        marks its server: a job never starts on a server whose delete has read its jobs."""
         self.jobs: dict[int, tuple[asyncio.Task[None], BulkJob | TrainingJob]] = {}
         live = [s.id for s in self.store.list_servers() if s.status not in UNUSABLE]
         self.servers.restoring.update(live)
@@ -70,13 +74,20 @@ class Scheduler:
             return await asyncio.to_thread(self.servers.deploy, project_id)
 
     async def delete_server(self, server_id: str) -> dict[str, Any]:
-        """Jobs on the server end as cancelled (keeping what they wrote), then it goes."""
+        """Jobs on the server end as cancelled (keeping what they wrote), then it goes. It is
+        marked as being deleted under the admission lock first, so no job picks it after
+        its jobs were read."""
         async with self.lock:
             await asyncio.to_thread(self.store.get_server, server_id)
-            for job in await asyncio.to_thread(self.store.unfinished_jobs):
-                if job.server_id == server_id:
-                    await self._cancel(job.id, f"server {server_id} was deleted")
-            return await asyncio.to_thread(self.servers.delete, server_id)
+            async with self.admitting:
+                self.servers.deleting.add(server_id)
+            try:
+                for job in await asyncio.to_thread(self.store.unfinished_jobs):
+                    if job.server_id == server_id:
+                        await self._cancel(job.id, f"server {server_id} was deleted")
+                return await asyncio.to_thread(self.servers.delete, server_id)
+            finally:
+                self.servers.deleting.discard(server_id)
 
     async def list_servers(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.servers.list)
@@ -159,30 +170,23 @@ class Scheduler:
             self._track(runner.job_id, runner)
         return runner.job_id
 
-    def _server_for(self, project_id: int, server_id: str | None, deploy: bool) -> str:
+    def _server_for(self, project_id: int, server_id: str | None) -> str | None:
         """The server a job uses: the one asked for, which must serve the project's current
         configuration, else a live one that does, which the project joins as a deploy would
-        have it, or one deployed when `deploy`. Called under the lock, so the server it
-        answers is not deleted before the job that uses it exists."""
+        have it; None when there is none. Called under the admission lock, under which a
+        delete marks its server: the answer is not being deleted."""
         config = self.servers.project_config(project_id)
-        if server_id is not None:
-            server = self.store.get_server(server_id)
-            if server.deleted_at is not None:
-                raise InvalidState(f"server {server_id} was deleted")
-            if server.config_hash != config.hash:
-                raise InvalidState(
-                    f"server {server_id} serves another configuration than project "
-                    f"{project_id}'s current one; deploy the project or leave out server_id"
-                )
-            return server_id
-        if (shared := self.servers.join_shared(project_id, config.hash)) is not None:
-            return shared
-        if not deploy:
-            raise DeployRefused(
-                f"no server has project {project_id}'s current configuration; deploy one first "
-                "or ask for deploy_if_missing"
+        if server_id is None:
+            return self.servers.join_shared(project_id, config.hash)
+        server = self.store.get_server(server_id)
+        if server.deleted_at is not None or server_id in self.servers.deleting:
+            raise InvalidState(f"server {server_id} was deleted")
+        if server.config_hash != config.hash:
+            raise InvalidState(
+                f"server {server_id} serves another configuration than project "
+                f"{project_id}'s current one; deploy the project or leave out server_id"
             )
-        return self.servers.deploy(project_id)["id"]
+        return server_id
 
     async def submit_preannotate(
         self,
@@ -193,7 +197,10 @@ class Scheduler:
         token_budget: int | None = None,
     ) -> int:
         """Queue a bulk pre-annotation job and start it; returns the job id. With a
-        `token_budget`, the job stops once its external LLM prompts used that many tokens."""
+        `token_budget`, the job stops once its external LLM prompts used that many tokens.
+        With no server for the project's configuration, one is deployed first when
+        `deploy_if_missing` (under the deploy lock, not the admission lock, so jobs on ready
+        servers are not held up meanwhile)."""
         if task_ids:
             ids = sorted(set(task_ids))
             if missing := await asyncio.to_thread(self.store.missing_task_ids, project_id, ids):
@@ -206,8 +213,10 @@ class Scheduler:
             ids = None
             total = await asyncio.to_thread(self.store.count_tasks, project_id)
 
-        def admit() -> tuple[int, str, int]:
-            server = self._server_for(project_id, server_id, deploy_if_missing)
+        def admit(server_id: str | None) -> tuple[int, str, int] | None:
+            server = self._server_for(project_id, server_id)
+            if server is None:
+                return None
             job = self.store.create_job(
                 project_id,
                 JobKind.PREANNOTATE,
@@ -217,9 +226,21 @@ class Scheduler:
             )
             return job.id, server, self._in_flight(server)
 
-        async with self.lock:  # a delete of the server cancels this job, or comes first
-            job_id, server, in_flight = await asyncio.to_thread(admit)
-            self._start(job_id, server, in_flight)
+        async def admitted(server_id: str | None) -> int | None:
+            async with self.admitting:  # a delete of the server cancels the job, or came first
+                started = await asyncio.to_thread(admit, server_id)
+                if started is not None:
+                    self._start(*started)
+            return None if started is None else started[0]
+
+        job_id = await admitted(server_id)
+        if job_id is None and deploy_if_missing:
+            job_id = await admitted((await self.deploy(project_id))["id"])
+        if job_id is None:
+            raise DeployRefused(
+                f"no server has project {project_id}'s current configuration; deploy one first "
+                "or ask for deploy_if_missing"
+            )
         return job_id
 
     def _in_flight(self, server_id: str) -> int:
@@ -284,13 +305,20 @@ class Scheduler:
 
     async def _cancel(self, job_id: int, reason: str) -> None:
         running = self.jobs.get(job_id)
-        if running is None:
-            await asyncio.to_thread(self.store.set_job_state, job_id, JobState.CANCELLED, reason)
-            return
-        task, runner = running
-        runner.cancel_reason = reason
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if running is not None:
+            task, runner = running
+            runner.cancel_reason = reason
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # a runner cancelled before it ran at all (its task never started) recorded nothing
+        await asyncio.to_thread(self._end_cancelled, job_id, reason)
+
+    def _end_cancelled(self, job_id: int, reason: str) -> None:
+        try:
+            if self.store.get_job(job_id).state in (JobState.QUEUED, JobState.RUNNING):
+                self.store.set_job_state(job_id, JobState.CANCELLED, reason)
+        except InvalidState:  # it ended meanwhile
+            pass
 
     async def resume_jobs(self) -> list[int]:
         """Restart the bulk jobs a previous scheduler left unfinished (they skip finished

@@ -137,10 +137,12 @@ class BulkJob:
     def _over_budget(self) -> bool:
         return self.budget is not None and self.tokens >= self.budget
 
-    async def run(self) -> None:
+    async def _start(self) -> Job | None:
+        """The job, now running, with its batch size and budget set; None when it ended
+        (was cancelled) before it started."""
         job = await asyncio.to_thread(self.store.get_job, self.job_id)
         if job.state not in (JobState.QUEUED, JobState.RUNNING):
-            return  # cancelled between the scheduler reading it and starting it
+            return None  # cancelled between the scheduler reading it and starting it
         self.budget, self.tokens = job.params.get("token_budget"), tokens_used(job)
         left = job.total - job.done - job.failed  # a resumed job spreads what is left
         spread = -(-left // self.in_flight)
@@ -152,8 +154,15 @@ class BulkJob:
             try:
                 await asyncio.to_thread(self.store.set_job_state, self.job_id, JobState.RUNNING)
             except InvalidState:  # cancelled meanwhile
-                return
+                return None
+        return job
+
+    async def run(self) -> None:
+        """Send the job's batches and store their predictions; a cancel, also one that comes
+        while the job starts, ends it as cancelled with what it wrote."""
         try:
+            if (job := await self._start()) is None:
+                return
             async for todo in self._pages(job):
                 for batch in batches(todo, self.batch_size):
                     await self.slots.acquire()

@@ -171,10 +171,12 @@ class DeployController:
 
     def join_shared(self, project_id: int, config_hash: str) -> str | None:
         """The id of a live server with this configuration, which the project now uses
-        instead of a new one (so its members see it), or None. Called under the scheduler's
-        lock, as deletes are, so the server cannot go between finding and joining it."""
+        instead of a new one (so its members see it), or None. Called under a lock that a
+        delete takes to mark its server `deleting` (the scheduler's), so the server found is
+        not going."""
         for server in self.store.list_servers():
-            if server.config_hash == config_hash and server.status not in UNUSABLE:
+            live = server.status not in UNUSABLE and server.id not in self.deleting
+            if server.config_hash == config_hash and live:
                 self.store.attach_project(server.id, project_id)
                 return server.id
         return None

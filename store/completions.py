@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, User, utcnow
-from preannotate.store.projects import document_fields
+from preannotate.store.projects import read_document_fields
 from preannotate.store.tasks_io import task_data
 
 
@@ -81,7 +81,7 @@ class CompletionOps(Database):
                 task = session.scalars(query.order_by(Task.id).limit(1)).first()
             created = task is None
             if task is None:
-                fields = document_fields(session, project_id)
+                fields = read_document_fields(session, project_id)
                 task = Task(
                     project_id=project_id, data=task_data(data, "the annotated task", fields)
                 )

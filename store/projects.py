@@ -7,7 +7,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from preannotate.configs.labeling import parse_labeling_config
-from preannotate.configs.project import parse_project_config
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import AlreadyExists
 from preannotate.store.models import Membership, Project, ProjectConfigVersion, Role, User
@@ -94,11 +93,10 @@ def _latest_config(project_id: int) -> Select[ProjectConfigVersion]:
     )
 
 
-def document_fields(session: Session, project_id: int) -> DocumentFields:
-    """Where the project's tasks hold their document: the fields its labeling configuration
-    reads, besides `text`, `image` and `pdf` (all of these for a project not configured)."""
+def read_document_fields(session: Session, project_id: int) -> DocumentFields:
+    """Where the project's tasks hold their document: the fields its labeling config's
+    controls point to (`text`, `image` or `pdf` for a project not configured)."""
     record = session.scalar(_latest_config(project_id))
     if record is None:
         return TEXT_OR_DOCUMENT
-    xml = parse_project_config(record.config).labeling_config
-    return DocumentFields.read_by(parse_labeling_config(xml))
+    return DocumentFields.read_by(parse_labeling_config(record.config["labeling_config"]))

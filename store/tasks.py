@@ -18,8 +18,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from preannotate.store.db import Database, get_or_raise
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Project, Task, utcnow
-from preannotate.store.projects import document_fields
-from preannotate.store.tasks_io import TaskFormat, TaskSource, read_task_records
+from preannotate.store.projects import read_document_fields
+from preannotate.store.tasks_io import DocumentFields, TaskFormat, TaskSource, read_task_records
 
 T = TypeVar("T")
 
@@ -64,10 +64,14 @@ class TaskOps(Database):
         position) leaves the project as it was. Rows are inserted in chunks as the file is
         read, so a large JSONL or CSV file never sits in memory. Tasks that carry
         `completions` (or `annotations`) get them as completions. A task holds its document
-        in a field the project's configuration reads (`projects.document_fields`)."""
-        with self._read() as session:
-            fields = document_fields(session, project_id)
+        in the fields the project's configuration annotates (`document_fields`)."""
+        fields = self.document_fields(project_id)
         return self._insert_tasks(project_id, read_task_records(source, fmt, name, fields))
+
+    def document_fields(self, project_id: int) -> DocumentFields:
+        """Where the project's tasks hold their document (`projects.read_document_fields`)."""
+        with self._read() as session:
+            return read_document_fields(session, project_id)
 
     def _insert_tasks(self, project_id: int, records: Iterable[dict[str, Any]]) -> AddedTasks:
         count, first_id, last_id = 0, None, None

@@ -38,55 +38,76 @@ _SUFFIX_FORMATS: dict[str, TaskFormat] = {
 
 
 @dataclass(frozen=True)
-class DocumentFields:
-    """The task fields that hold a task's document: its text, or a reference to a scan or a
-    PDF (a file name or URL, or a list of pages). `text`, `image` and `pdf` always count;
-    a project adds the fields its labeling configuration reads (`<Text value="$review">`)."""
+class DocumentField:
+    """A task field that holds (part of) its document."""
 
-    text: tuple[str, ...] = ("text",)
-    references: tuple[str, ...] = ("image", "pdf")
+    key: str
+    reference: bool = False
+    """A scan or PDF: a file name or URL, or a non-empty list of them (its pages); else
+    non-empty text."""
+
+    def holds(self, data: dict[str, Any]) -> bool:
+        value = data.get(self.key)
+        if self.reference:
+            pages = value if isinstance(value, list) else [value]
+            return bool(pages) and all(isinstance(p, str) and p.strip() for p in pages)
+        return isinstance(value, str) and bool(value.strip())
+
+    def __str__(self) -> str:
+        return f"{'document reference' if self.reference else 'text'} in '{self.key}'"
+
+
+@dataclass(frozen=True)
+class DocumentFields:
+    """Where a task holds its document: all the fields of one of `choices`."""
+
+    choices: tuple[tuple[DocumentField, ...], ...]
+    refusal: str = ""
+    """What a task without them is told; by default, the fields it lacks."""
 
     @classmethod
     def read_by(cls, labeling: LabelingConfig) -> "DocumentFields":
-        always, objects = cls(), labeling.objects
-        text = [o.value for o in objects if o.kind != "image"]
-        references = [o.value for o in objects if o.kind == "image"]
-        return cls(
-            text=tuple(dict.fromkeys([*always.text, *text])),
-            references=tuple(dict.fromkeys([*always.references, *references])),
+        """A configured project's tasks hold each field its labeling config's controls
+        point to (`<Text value="$review">` under a `<Labels toName=...>`): what annotators
+        and models read."""
+        fields = tuple(
+            DocumentField(o.value, reference=o.kind == "image") for o in labeling.annotated()
         )
+        return cls((fields,)) if fields else TEXT_OR_DOCUMENT
 
     def has_document(self, data: dict[str, Any]) -> bool:
-        """Non-empty text in a text field; or, where no text field is given at all, a
-        reference in a reference field."""
-        texts = [data.get(key) for key in self.text]
-        if any(isinstance(text, str) and text.strip() for text in texts):
-            return True
-        return all(text is None for text in texts) and any(
-            _reference(data.get(key)) for key in self.references
-        )
+        return any(all(field.holds(data) for field in choice) for choice in self.choices)
 
-    def missing(self) -> str:
-        return (
-            f"task has no text or document: give a non-empty {_either(self.text)} field, "
-            f"or a document reference in {_either(self.references)}"
-        )
+    def missing(self, data: dict[str, Any]) -> str:
+        lacking = [str(f) for f in self.choices[0] if not f.holds(data)]
+        return self.refusal or f"task has no {_joined(lacking, 'and')}"
 
+    @property
+    def shown(self) -> str:
+        """The field pages show a task by: its first text field, else its first field."""
+        first = self.choices[0]
+        return next((f.key for f in first if not f.reference), first[0].key)
 
-def _reference(value: Any) -> bool:
-    """A file name or URL, or a non-empty list of them (a document's pages)."""
-    if isinstance(value, list):
-        return bool(value) and all(_reference(page) for page in value)
-    return isinstance(value, str) and bool(value)
+    def columns(self) -> list[set[str]]:
+        """The CSV columns that make a header complete: all the keys of one choice."""
+        return [{field.key for field in choice} for choice in self.choices]
 
 
-def _either(keys: tuple[str, ...]) -> str:
-    quoted = [f"'{key}'" for key in keys]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+def _joined(items: list[str], last: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
-TEXT_OR_DOCUMENT = DocumentFields()
-"""The document fields of a task outside any project (or of a project not configured yet)."""
+TEXT_OR_DOCUMENT = DocumentFields(
+    (
+        (DocumentField("text"),),
+        (DocumentField("image", reference=True),),
+        (DocumentField("pdf", reference=True),),
+    ),
+    refusal="task has no text or document: give a non-empty 'text' field, or a document "
+    "reference in 'image' or 'pdf'",
+)
+"""What a task outside a configured project holds: text, or a reference to a scan or PDF."""
+
 
 TaskSource = str | os.PathLike[str] | IO[str]
 Reader = Callable[[IO[str], str, "DocumentFields"], Iterator[dict[str, Any]]]
@@ -117,7 +138,7 @@ def task_data(item: Any, where: str, fields: DocumentFields = TEXT_OR_DOCUMENT) 
     data = item["data"] if isinstance(item.get("data"), dict) else item
     if fields.has_document(data):
         return data
-    raise InvalidInput(f"{where}: {fields.missing()}")
+    raise InvalidInput(f"{where}: {fields.missing(data)}")
 
 
 def read_task_records(
@@ -219,10 +240,10 @@ def _read_csv(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[di
                 f"{name} line {reader.line_num}: the header is not UTF-8 text (byte "
                 f"0x{byte:02x}); save the file as UTF-8"
             )
-        if not set(columns or []) & {*fields.text, *fields.references}:
+        if not any(keys <= set(columns or []) for keys in fields.columns()):
+            wanted = [" and ".join(f"'{key}'" for key in sorted(k)) for k in fields.columns()]
             raise InvalidInput(
-                f"{name}: no {_either(fields.text + fields.references)} column "
-                f"(columns: {', '.join(columns or [])})"
+                f"{name}: no {_joined(wanted, 'or')} column (columns: {', '.join(columns or [])})"
             )
         for position, row in enumerate(reader, start=1):
             where = f"{name} line {reader.line_num}"

@@ -151,3 +151,28 @@ def test_a_job_cancelled_before_it_starts_stays_cancelled_and_sends_nothing(
     assert server.sizes == []
     cancelled = store.get_job(job.id)
     assert (cancelled.state, cancelled.reason, cancelled.done) == ("cancelled", "user asked", 0)
+
+
+def test_a_job_cancelled_while_it_starts_ends_cancelled_and_sends_nothing(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    """A cancel (or its server's delete) that comes while the job reads its row and marks
+    itself running ends it as cancelled, with the reason, rather than leaving it queued."""
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    project = store.create_project("news")
+    store.import_tasks(project.id, io.BytesIO(b'{"text": "Tim Cook visited Paris."}'), "jsonl")
+    job = store.create_job(project.id, "preannotate", params={}, total=1)
+    server = RecordingServer(pipeline)
+
+    async def cancel_while_starting() -> None:
+        runner = BulkJob(store, job.id, "server-1", server)
+        runner.cancel_reason = "server server-1 was deleted"
+        started = asyncio.create_task(runner.run())
+        await asyncio.sleep(0)  # the job now reads its row, in a thread
+        started.cancel()
+        await asyncio.gather(started, return_exceptions=True)
+
+    asyncio.run(cancel_while_starting())
+    assert server.sizes == []
+    ended = store.get_job(job.id)
+    assert (ended.state, ended.reason) == ("cancelled", "server server-1 was deleted")

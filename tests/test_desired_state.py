@@ -12,6 +12,8 @@ import httpx
 import pytest
 import ray
 from ray import serve
+from ray.serve._private.common import ReplicaState
+from ray.serve.schema import DeploymentDetails, ReplicaDetails
 from ray.util.state import get_actor
 
 from preannotate.client.launch import check_store_reach, start_control_plane, stop_control_plane
@@ -24,6 +26,7 @@ from preannotate.cluster.serve_state import (
     failure,
     readable,
     serve_snapshot,
+    starting_fails,
 )
 from preannotate.deployments.model_server import inline_config, model_server_app
 from preannotate.hub.catalog import Hub
@@ -185,6 +188,42 @@ def test_a_replicas_traceback_in_serves_message_is_cut_to_its_exception() -> Non
     assert not failure(slow) and readable(slow) == slow
 
 
+def test_serves_failure_message_counts_only_while_fewer_replicas_run_than_the_target() -> None:
+    said = "A replica failed to start with exception. Retrying. Error:\nRuntimeError: no model"
+
+    def deployment(running: int, target: int, message: str = said) -> DeploymentDetails:
+        return DeploymentDetails(
+            name="model_server",
+            status="HEALTHY",
+            status_trigger="CONFIG_UPDATE_COMPLETED",
+            message=message,
+            deployment_config={"name": "model_server"},
+            target_num_replicas=target,
+            required_resources={},
+            replicas=[replica(f"r{n}") for n in range(running)],
+        )
+
+    assert starting_fails(deployment(running=1, target=2))
+    assert not starting_fails(deployment(running=2, target=2))  # over, not yet cleared
+    assert not starting_fails(deployment(running=0, target=0))  # scaled to zero
+    assert not starting_fails(deployment(running=1, target=2, message="slow to start"))
+
+
+def replica(replica_id: str) -> ReplicaDetails:
+    return ReplicaDetails(
+        replica_id=replica_id,
+        state=ReplicaState.RUNNING,
+        pid=1,
+        actor_name=f"SERVE_REPLICA::{replica_id}",
+        actor_id="0" * 32,
+        node_id="node",
+        node_ip="127.0.0.1",
+        start_time_s=0.0,
+        log_file_path=None,
+        worker_id="worker",
+    )
+
+
 SCALE_UP_AT_ONCE = {
     "min_replicas": 1,
     "max_replicas": 2,
@@ -212,7 +251,7 @@ def test_a_running_server_says_why_a_replica_it_adds_does_not_start(
 ) -> None:
     """The application stays running (the server `ready`) while Serve retries a replica
     autoscaling adds; the server's message says why that replica does not start, and says
-    nothing once it does, although Serve's own message may outlive the failure."""
+    nothing once it does."""
     servers = DeployController(Store(ray_cluster.database_url), Hub(ray_cluster.hub_root), None)
     flag = tmp_path / "broken"
     handle = serve.run(Flaky.bind(str(flag)), name="flaky", route_prefix=None)

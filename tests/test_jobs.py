@@ -16,7 +16,7 @@ import ray
 from ray.util.state import get_actor
 
 from preannotate.scheduler.actor import SCHEDULER_NAME
-from preannotate.store import Store
+from preannotate.store import InvalidState, Store
 from tests.conftest import RayCluster, labels_xml
 
 WORDS = ["Barack Obama", "Angela Merkel", "Paris", "Google", "the United Nations", "Tokyo"]
@@ -173,6 +173,34 @@ def test_deleting_the_server_cancels_its_job_and_keeps_predictions(api: httpx.Cl
     assert sum(counts) == final["done"] >= 500 and set(counts) == {0, 1}
     _, left = psutil.wait_procs(bulk, timeout=30)
     assert len(bulk) == 1 and left == []  # the delete ended the replica's bulk process
+
+
+def test_jobs_sent_as_their_server_is_deleted_or_cancelled_at_once_end_cancelled(
+    api: httpx.Client,
+) -> None:
+    """A job cancelled the moment it was sent, while its runner is still starting, ends
+    cancelled; jobs sent to a server while it is deleted are refused, or are cancelled by
+    the delete: none is left queued or running, or finds its server gone."""
+    project = make_project(api, 2000)
+    server = api.post(f"/projects/{project}/deploy").json()["id"]
+    while api.get(f"/servers/{server}").json()["status"] != "ready":
+        time.sleep(0.3)
+    scheduler = ray.get_actor(SCHEDULER_NAME)
+    for _ in range(3):
+        job_id = ray.get(scheduler.submit_preannotate.remote(project, None, server, False))
+        ray.get(scheduler.cancel_job.remote(job_id, "cancelled at once"))
+        assert wait_job(api, job_id, timeout=30)["reason"] == "cancelled at once"
+    sent = [scheduler.submit_preannotate.remote(project, None, server, False) for _ in range(3)]
+    deleted = scheduler.delete_server.remote(server)
+    sent += [scheduler.submit_preannotate.remote(project, None, server, False) for _ in range(3)]
+    ray.get(deleted)
+    for reply in sent:
+        try:
+            job = wait_job(api, ray.get(reply), timeout=60)
+        except InvalidState as refused:
+            assert f"server {server} was deleted" in str(refused)
+        else:
+            assert (job["state"], job["reason"]) == ("cancelled", f"server {server} was deleted")
 
 
 def test_two_projects_run_jobs_at_the_same_time(api: httpx.Client) -> None:

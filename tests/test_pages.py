@@ -6,6 +6,7 @@ named by PREANNOTATE_SCREENSHOTS (the README's come from `docs/screenshots`), el
 test's temporary folder.
 """
 
+import json
 import os
 import re
 import shutil
@@ -141,6 +142,31 @@ def test_a_form_id_that_is_no_number_is_a_400_that_says_what_to_choose(
     assert completion.status_code == 400 and "choose a prediction to copy" in completion.text
     assert api.get("/jobs", params={"project_id": project}).json() == []
     assert api.get(f"/tasks/{task.json()['first_id']}/completions").json() == []
+
+
+def test_pages_show_a_task_by_the_field_its_project_annotates(
+    ray_cluster: RayCluster, api: httpx.Client
+) -> None:
+    """A project whose `<Text>` reads `$review` imports tasks with a review and no text;
+    its Tasks and Task pages show the review, not the task's JSON."""
+    xml = (
+        '<View><Labels name="label" toName="review"><Label value="PERSON" '
+        'model="ner_general_en_sm"/></Labels><Text name="review" value="$review"/></View>'
+    )
+    body = {"name": f"reviews-{uuid.uuid4().hex[:8]}", "labeling_config": xml}
+    project = api.post("/projects", json=body).json()["id"]
+    review = "Ada Lovelace wrote the first program & more."
+    task = json.dumps({"review": review, "stars": 5}).encode()
+    imported = api.post(f"/projects/{project}/tasks?format=jsonl", content=task)
+    assert imported.status_code == 201, imported.text
+    cookies = {"preannotate_session": ray_cluster.admin_token}
+    with httpx.Client(base_url=ray_cluster.url, cookies=cookies, timeout=60) as client:
+        listing = client.get(f"/ui/projects/{project}/tasks").text
+        shown = client.get(f"/ui/tasks/{imported.json()['first_id']}").text
+    escaped = review.replace("&", "&amp;")
+    assert f'<td class="text">{escaped}</td>' in listing
+    assert "CSV with a <code>review</code> column" in listing
+    assert f'<blockquote class="document">{escaped}</blockquote>' in shown
 
 
 def test_a_post_without_the_csrf_token_changes_nothing(ray_cluster: RayCluster) -> None:

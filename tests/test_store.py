@@ -350,8 +350,8 @@ def test_tasks_hold_their_document_where_the_projects_configuration_reads_it(
     store: Store,
 ) -> None:
     """A project whose `<Text>` reads `$review` imports tasks (JSON and CSV, and an
-    annotated document) with a `review` and no `text`; a task with neither is refused,
-    naming both fields."""
+    annotated document) with a `review` and no `text`; a task without a review, or with a
+    blank one, is refused naming the field."""
     reviews = store.create_project("reviews")
     xml = (
         '<View><Labels name="label" toName="review"><Label value="ORG"/></Labels>'
@@ -364,11 +364,14 @@ def test_tasks_hold_their_document_where_the_projects_configuration_reads_it(
     assert store.import_tasks(reviews.id, as_csv, "csv").count == 1
     _, created = store.complete_document(reviews.id, {"review": "Acme again."}, ["review"], [])
     assert created
-    titles = io.StringIO(json.dumps([{"data": {"title": "no review"}}]))
-    with pytest.raises(InvalidInput, match="give a non-empty 'text' or 'review' field"):
+    titles = io.StringIO(json.dumps([{"data": {"text": "a text, no review"}}]))
+    with pytest.raises(InvalidInput, match="titles.json task 1: task has no text in 'review'"):
         store.import_tasks(reviews.id, titles, "json", "titles.json")
-    with pytest.raises(InvalidInput, match="no 'text', 'review', 'image' or 'pdf' column"):
-        store.import_tasks(reviews.id, io.StringIO("title\nno review\n"), "csv", "t.csv")
+    blank = io.StringIO("review,stars\nAcme again.,5\n ,1\n")
+    with pytest.raises(InvalidInput, match="t.csv line 3: task has no text in 'review'"):
+        store.import_tasks(reviews.id, blank, "csv", "t.csv")
+    with pytest.raises(InvalidInput, match="t.csv: no 'review' column"):
+        store.import_tasks(reviews.id, io.StringIO("text\nno review\n"), "csv", "t.csv")
     assert [row.data for row in store.task_documents(reviews.id)] == [
         {"review": "Acme ships fast."},
         {"review": "Acme broke twice.", "stars": "1"},

@@ -44,6 +44,7 @@ def _tasks_page(
         after_id=after_id,
         next_after_id=listing["next_after_id"],
         manages=manages_project(ctx, who.user, project_id),
+        shown=ctx.store.document_fields(project_id).shown,
         formats=FORMATS,
         message=message,
     )
@@ -182,6 +183,7 @@ def task_page(
         "task.html",
         who,
         task=task,
+        shown=ctx.store.document_fields(task.project_id).shown,
         predictions=predictions,
         completions=completions,
         comparison=comparison,

@@ -108,7 +108,7 @@ def model_versions(ctx: Ctx, user: CurrentUser, name: str) -> dict[str, Any]:
     found = [
         (number, m)
         for m in ctx.hub.models()
-        if (number := 0 if m.name == name else version_number(m.name, name)) is not None
+        if (number := -1 if m.name == name else version_number(m.name, name)) is not None
     ]
     found.sort(key=lambda pair: pair[0])  # the base model, then its versions in order
     versions = [hub_entry(m, roles) for _, m in found]
