@@ -79,10 +79,13 @@ class LabelingConfig(BaseModel):
     def object_named(self, name: str) -> ObjectTag | None:
         return next((o for o in self.objects if o.name == name), None)
 
-    def annotated(self) -> list[ObjectTag]:
-        """The objects a control points to: what a task must hold to be annotated."""
-        targets = {c.to_name for c in self.labels} | {c.to_name for c in self.choices}
-        return [o for o in self.objects if o.name in targets]
+    def pre_annotated(self) -> list[ObjectTag]:
+        """The objects pre-annotation reads, whose fields a task must hold: those a
+        `<Labels>` or `<RectangleLabels>` points to, or a `<Choices>` with a model or prompt
+        (as `Pipeline` reads them); every object when no control is pre-annotated."""
+        choices = {c.to_name for c in self.choices if c.model or c.prompt}
+        targets = {c.to_name for c in self.labels} | choices
+        return [o for o in self.objects if o.name in targets] or self.objects
 
     def entity_labels(self) -> set[str]:
         """The labels a `<Labels>` or `<RectangleLabels>` offers for entity chunks (not

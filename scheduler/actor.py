@@ -80,14 +80,14 @@ class Scheduler:
         async with self.lock:
             await asyncio.to_thread(self.store.get_server, server_id)
             async with self.admitting:
-                self.servers.deleting.add(server_id)
+                self.servers.closing.add(server_id)
             try:
                 for job in await asyncio.to_thread(self.store.unfinished_jobs):
                     if job.server_id == server_id:
                         await self._cancel(job.id, f"server {server_id} was deleted")
                 return await asyncio.to_thread(self.servers.delete, server_id)
             finally:
-                self.servers.deleting.discard(server_id)
+                self.servers.closing.discard(server_id)
 
     async def list_servers(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.servers.list)
@@ -179,7 +179,7 @@ class Scheduler:
         if server_id is None:
             return self.servers.join_shared(project_id, config.hash)
         server = self.store.get_server(server_id)
-        if server.deleted_at is not None or server_id in self.servers.deleting:
+        if server.deleted_at is not None or server_id in self.servers.closing:
             raise InvalidState(f"server {server_id} was deleted")
         if server.config_hash != config.hash:
             raise InvalidState(

@@ -117,6 +117,9 @@ class DeployController:
         self.hub = hub
         self.license = license
         self.deleting: set[str] = set()
+        self.closing: set[str] = set()
+        """Servers whose delete has begun (the scheduler marks them before it cancels their
+        jobs): no job picks them any more."""
         self.restoring: set[str] = set()
         """Servers recorded as live whose Serve apps are being brought back after a restart."""
         self.licensed_runs: set[int] = set()
@@ -172,10 +175,10 @@ class DeployController:
     def join_shared(self, project_id: int, config_hash: str) -> str | None:
         """The id of a live server with this configuration, which the project now uses
         instead of a new one (so its members see it), or None. Called under a lock that a
-        delete takes to mark its server `deleting` (the scheduler's), so the server found is
+        delete takes to mark its server `closing` (the scheduler's), so the server found is
         not going."""
         for server in self.store.list_servers():
-            live = server.status not in UNUSABLE and server.id not in self.deleting
+            live = server.status not in UNUSABLE and server.id not in self.closing
             if server.config_hash == config_hash and live:
                 self.store.attach_project(server.id, project_id)
                 return server.id

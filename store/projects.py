@@ -94,8 +94,9 @@ def _latest_config(project_id: int) -> Select[ProjectConfigVersion]:
 
 
 def read_document_fields(session: Session, project_id: int) -> DocumentFields:
-    """Where the project's tasks hold their document: the fields its labeling config's
-    controls point to (`text`, `image` or `pdf` for a project not configured)."""
+    """Where the project's tasks hold their document: the fields its pre-annotation reads
+    (`LabelingConfig.pre_annotated`; `text`, `image` or `pdf` for a project not
+    configured)."""
     record = session.scalar(_latest_config(project_id))
     if record is None:
         return TEXT_OR_DOCUMENT

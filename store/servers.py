@@ -64,9 +64,10 @@ class ServerOps(Database):
         return server
 
     def attach_project(self, server_id: str, project_id: int) -> Server:
-        """Let another project with the same configuration use a running server."""
+        """Let another project with the same configuration use a running server. The server
+        is locked first, so two joins of the same project add it once."""
         with self._write() as session:
-            server = get_or_raise(session, Server, server_id)
+            server = get_or_raise(session, Server, server_id, for_update=True)
             if server.deleted_at is not None:
                 raise InvalidState(f"server {server_id!r} was deleted")
             project = get_or_raise(session, Project, project_id)

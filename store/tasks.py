@@ -64,7 +64,7 @@ class TaskOps(Database):
         position) leaves the project as it was. Rows are inserted in chunks as the file is
         read, so a large JSONL or CSV file never sits in memory. Tasks that carry
         `completions` (or `annotations`) get them as completions. A task holds its document
-        in the fields the project's configuration annotates (`document_fields`)."""
+        in the fields the project's configuration pre-annotates (`document_fields`)."""
         fields = self.document_fields(project_id)
         return self._insert_tasks(project_id, read_task_records(source, fmt, name, fields))
 

@@ -43,18 +43,23 @@ class DocumentField:
 
     key: str
     reference: bool = False
-    """A scan or PDF: a file name or URL, or a non-empty list of them (its pages); else
-    non-empty text."""
+    """A scan or PDF (a file name or URL), else text; either non-empty."""
+    pages: bool = False
+    """A reference to each page, in a non-empty list (`<Image valueList=...>`)."""
 
     def holds(self, data: dict[str, Any]) -> bool:
         value = data.get(self.key)
-        if self.reference:
-            pages = value if isinstance(value, list) else [value]
-            return bool(pages) and all(isinstance(p, str) and p.strip() for p in pages)
-        return isinstance(value, str) and bool(value.strip())
+        if self.pages:
+            return isinstance(value, list) and bool(value) and all(map(_filled, value))
+        return _filled(value)
 
     def __str__(self) -> str:
-        return f"{'document reference' if self.reference else 'text'} in '{self.key}'"
+        what = "list of pages" if self.pages else "document reference" if self.reference else "text"
+        return f"{what} in '{self.key}'"
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,11 @@ class DocumentFields:
 
     @classmethod
     def read_by(cls, labeling: LabelingConfig) -> "DocumentFields":
-        """A configured project's tasks hold each field its labeling config's controls
-        point to (`<Text value="$review">` under a `<Labels toName=...>`): what annotators
-        and models read."""
+        """A configured project's tasks hold each field pre-annotation reads
+        (`<Text value="$review">` under a `<Labels toName=...>`)."""
         fields = tuple(
-            DocumentField(o.value, reference=o.kind == "image") for o in labeling.annotated()
+            DocumentField(o.value, reference=o.kind == "image", pages=o.value_list)
+            for o in labeling.pre_annotated()
         )
         return cls((fields,)) if fields else TEXT_OR_DOCUMENT
 
@@ -80,7 +85,7 @@ class DocumentFields:
 
     def missing(self, data: dict[str, Any]) -> str:
         lacking = [str(f) for f in self.choices[0] if not f.holds(data)]
-        return self.refusal or f"task has no {_joined(lacking, 'and')}"
+        return self.refusal or f"task has no {' and no '.join(lacking)}"
 
     @property
     def shown(self) -> str:
@@ -240,11 +245,15 @@ def _read_csv(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[di
                 f"{name} line {reader.line_num}: the header is not UTF-8 text (byte "
                 f"0x{byte:02x}); save the file as UTF-8"
             )
-        if not any(keys <= set(columns or []) for keys in fields.columns()):
-            wanted = [" and ".join(f"'{key}'" for key in sorted(k)) for k in fields.columns()]
-            raise InvalidInput(
-                f"{name}: no {_joined(wanted, 'or')} column (columns: {', '.join(columns or [])})"
+        given = set(columns or [])
+        if not any(keys <= given for keys in fields.columns()):
+            lacking = [sorted(keys - given) for keys in fields.columns()]
+            named = (
+                " and ".join(f"'{key}'" for key in lacking[0])
+                if len(lacking) == 1
+                else _joined([f"'{keys[0]}'" for keys in lacking], "or")
             )
+            raise InvalidInput(f"{name}: no {named} column (columns: {', '.join(columns or [])})")
         for position, row in enumerate(reader, start=1):
             where = f"{name} line {reader.line_num}"
             if None in row:

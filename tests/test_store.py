@@ -7,6 +7,7 @@ PostgreSQL and its concurrent schema creation are PostgreSQL's.
 import hashlib
 import io
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from preannotate.annotators.results import TaskPrediction
+from preannotate.configs.labeling import parse_labeling_config
 from preannotate.configs.paths import database_url
 from preannotate.store import (
     AddedTasks,
@@ -29,6 +31,7 @@ from preannotate.store import (
     StoreNotHere,
 )
 from preannotate.store.db import EncodedJSON
+from preannotate.store.tasks_io import DocumentFields, task_data
 
 DATA = Path(__file__).parent / "data" / "store"
 
@@ -380,6 +383,41 @@ def test_tasks_hold_their_document_where_the_projects_configuration_reads_it(
     unconfigured = store.create_project("plain")
     with pytest.raises(InvalidInput, match="give a non-empty 'text' field"):
         store.import_tasks(unconfigured.id, io.StringIO('[{"review": "x"}]'), "json")
+
+
+@pytest.mark.parametrize(
+    ("xml", "holds", "lacks", "message"),
+    [
+        (  # a field only annotators classify is not required; the one models read is
+            '<View><Labels name="l" toName="body"><Label value="ORG"/></Labels>'
+            '<Choices name="c" toName="title"><Choice value="A"/></Choices>'
+            '<Text name="body" value="$body"/><Text name="title" value="$title"/></View>',
+            {"body": "Acme"},
+            {"title": "Acme", "body": " "},
+            "task has no text in 'body'",
+        ),
+        (  # nothing pre-annotated: the fields shown are the document
+            '<View><Text name="review" value="$review"/></View>',
+            {"review": "Acme"},
+            {"text": "Acme"},
+            "task has no text in 'review'",
+        ),
+        (  # a document's pages, listed
+            '<View><RectangleLabels name="r" toName="page"><Label value="SIGNATURE"/>'
+            '</RectangleLabels><Image name="page" valueList="$pages"/></View>',
+            {"pages": ["p1.png", "p2.png"]},
+            {"pages": "p1.png"},
+            "task has no list of pages in 'pages'",
+        ),
+    ],
+)
+def test_a_task_holds_the_fields_pre_annotation_reads(
+    xml: str, holds: dict, lacks: dict, message: str
+) -> None:
+    fields = DocumentFields.read_by(parse_labeling_config(xml))
+    assert task_data(holds, "t", fields) == holds
+    with pytest.raises(InvalidInput, match=f"^t: {re.escape(message)}$"):
+        task_data(lacks, "t", fields)
 
 
 def test_unknown_file_type_is_refused(store: Store, tmp_path: Path) -> None:

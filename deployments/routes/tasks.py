@@ -106,7 +106,7 @@ async def import_tasks(
     format: Annotated[Literal["json", "jsonl", "csv"] | None, Query()] = None,
 ) -> dict[str, Any]:
     """Import tasks from the request body (JSON list, JSONL or CSV), each with its document
-    in the fields the project's labeling config annotates (`text`, say),
+    in the fields the project's labeling config pre-annotates (`text`, say),
     all or nothing; the body is spooled to disk, so large imports do not sit in memory.
     Errors name the line and the file given as `Content-Disposition: attachment;
     filename="tasks.jsonl"` (else "request body")."""
