@@ -150,6 +150,8 @@ def annotate(
         tasks = existing_file(tasks, "tasks file")
         if out_file is not None:
             output_file(out_file)
+        if render is not None and render.exists() and not render.is_dir():
+            raise ConfigError([f"--render {render} is a file; give a folder for the pages"])
         validated = load_validated(config)
         fields = DocumentFields.read_by(validated.labeling)
         total = sum(1 for _ in read_task_records(tasks, fields=fields))

@@ -61,6 +61,8 @@ def output_file(path: Path, what: str = "output") -> Path:
     """`path` as a file to write, or a ConfigError saying it is a folder or its folder does
     not exist."""
     path = _file_path(path, what)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError([f"{_named(path, what)}: {path.parent} is a file, not a folder"])
     if not path.parent.is_dir():
         raise ConfigError([f"{_named(path, what)}: the folder {path.parent} does not exist"])
     return path

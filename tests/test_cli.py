@@ -234,6 +234,15 @@ def test_bad_annotate_and_license_inputs_are_exit_2_with_what_to_do(
         2,
         f"error: output {nowhere}: the folder {nowhere.parent} does not exist\n",
     )
+    under_a_file = tasks / "p.jsonl"
+    assert annotate(news, tasks, "--out", str(under_a_file)) == (
+        2,
+        f"error: output {under_a_file}: {tasks} is a file, not a folder\n",
+    )
+    assert annotate(visual, tasks, "--render", str(tasks)) == (
+        2,
+        f"error: --render {tasks} is a file; give a folder for the pages\n",
+    )
 
     nothing = tmp_path / "nothing.jsonl"
     nothing.write_text('{"data": {"title": "an invoice"}}\n')
