@@ -9,6 +9,9 @@ import socket
 
 import ray
 from ray._common.utils import reset_ray_address
+from ray._private.authentication.authentication_token_setup import (
+    maybe_enable_token_auth_if_token_available,
+)
 from ray._private.state import available_resources_per_node, total_resources_per_node
 from ray._private.utils import read_ray_address
 
@@ -26,8 +29,14 @@ come and go, and a SQLite store is a file on the head's machine."""
 
 def connect(address: str | None) -> str:
     """Join the cluster at `address` ("auto" finds a local head) in our namespace; returns
-    its GCS address, as other machines and `ray start --address` name it."""
+    its GCS address, as other machines and `ray start --address` name it.
+
+    `ray start` turns Ray's token authentication on where `RAY_AUTH_MODE` is unset and a
+    token exists (`~/.ray/auth_token`), but `ray.init` given an address does not, and is
+    then refused: it is turned on here by the same rule first, so a head that `up`
+    started, or any other on this machine's token, takes this process."""
     if not ray.is_initialized():
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING

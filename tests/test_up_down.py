@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -61,11 +62,18 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def preannotate(home: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
+def preannotate(
+    home: Path, *args: str, ray_token: Path | None = None, **settings: str
+) -> subprocess.CompletedProcess:
     """The console script with its own data directory (and other `PREANNOTATE_...`
-    settings), joining no Ray that this process knows of."""
+    settings), joining no Ray that this process knows of. With `ray_token`, a home folder
+    holding `.ray/auth_token`, Ray's token authentication is on as `ray start` turns it on
+    by default (`RAY_AUTH_MODE` unset); else it is off."""
     env = os.environ | {"PREANNOTATE_HOME": str(home), "RAY_AUTH_MODE": "disabled"} | settings
     env.pop("RAY_ADDRESS", None)
+    if ray_token is not None:
+        env.pop("RAY_AUTH_MODE")
+        env["HOME"] = str(ray_token)
     return subprocess.run(
         [PREANNOTATE, *args], capture_output=True, text=True, env=env, timeout=600
     )
@@ -319,20 +327,30 @@ def test_with_postgresql_a_node_on_another_machine_serves(
 def test_up_twice_then_down_stops_exactly_the_head_up_started(
     tmp_path: Path, notebook: subprocess.Popen
 ) -> None:
+    """With Ray's token authentication on (as `ray start` turns it on where a token
+    exists): `up`, `up` again refused, `up --address auto`, `down`, and `up` resuming the
+    job that `down` interrupted."""
     home = tmp_path / "home"
+    token_home = tmp_path / "user"
+    (token_home / ".ray").mkdir(parents=True)
+    (token_home / ".ray" / "auth_token").write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return preannotate(home, *args, ray_token=token_home)
+
     api, gcs = free_ports(2)
     url = f"http://127.0.0.1:{api}"
-    first = preannotate(home, "up", *up_options(api, gcs))
+    first = cli("up", *up_options(api, gcs))
     assert first.returncode == 0, first.stderr
     assert f"API at {url} (docs at {url}/docs)" in first.stdout
 
-    again = preannotate(home, "up", *up_options(*free_ports(2)))
+    again = cli("up", *up_options(*free_ports(2)))
     assert again.returncode == 2
     assert again.stderr == (
         f"error: a cluster is already running here: API at {url}; use it, or "
         "`preannotate down` first (`preannotate up --address auto` joins it)\n"
     )
-    joined = preannotate(home, "up", "--address", "auto")
+    joined = cli("up", "--address", "auto")
     assert joined.returncode == 0, joined.stderr
     assert "joined the cluster that `preannotate up` started here" in joined.stdout
     assert f"API at {url} " in joined.stdout
@@ -346,7 +364,7 @@ def test_up_twice_then_down_stops_exactly_the_head_up_started(
     names = {process.name() for process in started}
     assert {"gcs_server", "raylet"} <= names, names
     assert client.job(job["id"])["state"] == "running", "raise FAULT_JOB_TASKS: it finished"
-    down = preannotate(home, "down")
+    down = cli("down")
     assert down.returncode == 0, down.stderr
     assert "stopped the API, its servers and the Ray head at " in down.stdout
     assert f":{gcs} that `preannotate up` started ({len(started)} processes)" in down.stdout
@@ -359,11 +377,11 @@ def test_up_twice_then_down_stops_exactly_the_head_up_started(
     notebook.stdin.write("ping\n")
     notebook.stdin.flush()
     assert _answer(notebook, timeout=60) == "pong"
-    assert preannotate(home, "down").returncode == 2
+    assert cli("down").returncode == 2
 
     # The job that `down` interrupted is resumed by the next `up`, and each task gets
     # exactly one prediction of it.
-    assert preannotate(home, "up", *up_options(api, gcs)).returncode == 0
+    assert cli("up", *up_options(api, gcs)).returncode == 0
     try:
         with Client(url, client.token, timeout=120) as again:
             final = again.wait_for_job(job["id"])
@@ -374,7 +392,7 @@ def test_up_twice_then_down_stops_exactly_the_head_up_started(
             )
             assert _prediction_counts(again, project) == [1] * FAULT_JOB_TASKS
     finally:
-        assert preannotate(home, "down").returncode == 0
+        assert cli("down").returncode == 0
 
 
 FAULT_JOB_TASKS = 4_000
