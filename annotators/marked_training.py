@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from preannotate.annotators.evaluation import per_label
+from preannotate.annotators.gold_items import not_offered
 from preannotate.annotators.marked import NONE, assertion_input, candidate_pairs, relation_input
 from preannotate.annotators.relations import Relation
 from preannotate.annotators.sentences import Sentences
@@ -117,10 +118,7 @@ def relation_gold(
             ends = (index.get(item.get("from_id")), index.get(item.get("to_id")))
             for label in item.get("labels", []):
                 if label not in offered:
-                    problems.append(
-                        f"the completion of task {task_id} uses the relation '{label}', "
-                        "which the configuration does not offer"
-                    )
+                    problems.append(not_offered(task_id, "relation", label))
                 elif None not in ends:
                     a, b = ends
                     relations += _directed(a, b, item.get("direction", "right"), label)

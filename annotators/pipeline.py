@@ -156,7 +156,7 @@ class Pipeline:
                 values = {}
                 for obj in self.objects:
                     value = data.get(obj.value)
-                    if not isinstance(value, str):
+                    if not isinstance(value, str) or not value.strip():
                         raise ValueError(obj.missing())
                     if len(value) > MAX_DOCUMENT_CHARS:
                         raise ValueError(

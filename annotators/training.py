@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from preannotate.annotators.gold_items import readable_gold
+from preannotate.annotators.gold_items import not_offered, readable_gold
 from preannotate.annotators.marked import NONE, predict_assertions, predict_relations
 from preannotate.annotators.marked_training import (
     assertion_gold,
@@ -102,10 +102,7 @@ def _ner_data(
                 if label in statuses:  # an assertion status qualifies an entity, it is none
                     continue
                 if label not in offered:
-                    problems.append(
-                        f"the completion of task {task_id} uses the label '{label}', "
-                        "which the configuration does not offer"
-                    )
+                    problems.append(not_offered(task_id, "label", label))
                 spans.append((value["start"], value["end"], label))
         text = task.get(fields[next(iter(controls.values())).to_name])
         if isinstance(text, str):

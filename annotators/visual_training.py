@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from preannotate.annotators.documents import DEFAULT_LIMITS, DocumentLimits
+from preannotate.annotators.gold_items import not_offered
 from preannotate.annotators.page_text import page_text
 from preannotate.annotators.regions import region_spans
 from preannotate.annotators.task_pages import document_pages
@@ -48,10 +49,7 @@ def visual_gold(
             continue
         for label in {lab for i in boxes for lab in i.get("value", {}).get("rectanglelabels", [])}:
             if label not in offered:
-                problems.append(
-                    f"the completion of task {task_id} uses the label '{label}', "
-                    "which the configuration does not offer"
-                )
+                problems.append(not_offered(task_id, "label", label))
         try:
             pages = document_pages(image, data, root, limits)
         except ValueError as exc:

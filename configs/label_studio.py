@@ -41,9 +41,9 @@ class _Control:
 
 
 def _controls(config: LabelingConfig, rule_labels: Collection[str]) -> list[_Control]:
-    """The controls as the pipeline sees them: a `<Labels>` control's model and rule labels
-    (assertion labels qualify spans, they are not spans), a `<Choices>` control's choices
-    when a model chooses among them."""
+    """The controls as the pipeline sees them: a `<Labels>` control's labels that a model,
+    a prompt or a rule proposes (assertion labels qualify spans, they are not spans), a
+    `<Choices>` control's choices when a model or a prompt chooses among them."""
     controls = [
         _Control(
             c.name,
@@ -53,7 +53,7 @@ def _controls(config: LabelingConfig, rule_labels: Collection[str]) -> list[_Con
             tuple(
                 lab.value
                 for lab in c.labels
-                if not lab.assertion and (lab.model or lab.value in rule_labels)
+                if not lab.assertion and (lab.model or lab.prompt or lab.value in rule_labels)
             ),
             c.kind == "labels",
         )
@@ -65,8 +65,8 @@ def _controls(config: LabelingConfig, rule_labels: Collection[str]) -> list[_Con
             c.to_name,
             "choices",
             tuple(c.choices),
-            tuple(c.choices) if c.model else (),
-            c.model is not None,
+            tuple(c.choices) if c.model or c.prompt else (),
+            bool(c.model or c.prompt),
         )
         for c in config.choices
     ]
@@ -107,7 +107,7 @@ class SchemaMatch:
         out = {}
         for ours, theirs in self.read.items():
             value = data.get(theirs)
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"the task has no text in data.{theirs}")
             out[ours] = value
         return out

@@ -215,12 +215,14 @@ def _record(item: Any, where: str, position: int, fields: DocumentFields) -> dic
 
 def _completion_results(annotations: Any, where: str) -> list[list[dict[str, Any]]]:
     """The results of a task's human annotations (`completions` in Generative AI Lab,
-    `annotations` in Label Studio exports), imported as completions."""
-    if not isinstance(annotations, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("result"), list) for a in annotations
-    ):
-        raise InvalidInput(f"{where}: completions must be a list of objects with a 'result' list")
-    return [a["result"] for a in annotations]
+    `annotations` in Label Studio exports), imported as completions. An annotation its
+    annotator skipped (Label Studio's `was_cancelled`) is none: it is left out, as the
+    Label Studio webhook leaves it out."""
+    if isinstance(annotations, list) and all(isinstance(a, dict) for a in annotations):
+        kept = [a for a in annotations if a.get("was_cancelled") is not True]
+        if all(isinstance(a.get("result"), list) for a in kept):
+            return [a["result"] for a in kept]
+    raise InvalidInput(f"{where}: completions must be a list of objects with a 'result' list")
 
 
 def _read_jsonl(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[dict[str, Any]]:

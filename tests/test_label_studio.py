@@ -441,6 +441,32 @@ def test_pairing_renames_both_ways_and_reads_label_studio_fields() -> None:
     assert pairing.project_data({"review": "x", "id": 3}) == {"review": "x", "id": 3, "text": "x"}
 
 
+def test_controls_a_prompt_fills_are_paired_and_checked_like_a_models() -> None:
+    """A `<Choices>` or a label that a prompt fills predicts as a model's does: Label
+    Studio's config must offer it, and predictions carry Label Studio's names."""
+    ours = parse_labeling_config(
+        '<View><Labels name="ents" toName="review"><Label value="FEATURE" prompt="feat"/>'
+        '</Labels><Choices name="mood" toName="review" prompt="mood_p"><Choice value="good"/>'
+        '<Choice value="bad"/></Choices><Text name="review" value="$review"/></View>'
+    )
+    theirs = parse_labeling_config(
+        '<View><Labels name="spans" toName="body"><Label value="FEATURE"/></Labels>'
+        '<Choices name="sentiment" toName="body"><Choice value="good"/></Choices>'
+        '<Text name="body" value="$content"/></View>'
+    )
+    pairing = match(ours, theirs)
+    assert pairing.controls == {"ents": "spans", "mood": "sentiment"}
+    assert pairing.read == {"review": "content"}
+    assert pairing.problems == [
+        '<Choices name="sentiment"> lacks the choices bad, which the server predicts for its '
+        '<Choices name="mood">'
+    ]
+    without = parse_labeling_config('<View><Text name="body" value="$content"/></View>')
+    assert len(match(ours, without).problems) == 2
+    with pytest.raises(ValueError, match="no text in data.content"):
+        pairing.server_data({"content": "   "})
+
+
 def test_an_annotation_finds_the_task_with_its_document(store: Store) -> None:  # noqa: F811
     news, other = store.create_project("news").id, store.create_project("other").id
     text = "Zoë Müller flew to Zürich on 3 May."

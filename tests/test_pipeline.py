@@ -115,10 +115,11 @@ def test_bad_tasks_fail_alone(ner_pipeline: Pipeline) -> None:
         {"id": 3, "data": {"text": "x" * (MAX_DOCUMENT_CHARS + 1)}},
         "not an object",
         {"id": 5, "data": {"text": "Paris is in France."}},
+        {"id": 6, "data": {"text": " \n "}},
     ]
     results = ner_pipeline.annotate(tasks)
-    assert [r.error is None for r in results] == [True, False, False, False, True]
-    assert "no text in data.text" in results[1].error
+    assert [r.error is None for r in results] == [True, False, False, False, True, False]
+    assert "no text in data.text" in results[1].error and results[5].error == results[1].error
     assert "the limit is 1,000,000" in results[2].error
     assert results[4].result
 

@@ -913,6 +913,25 @@ def test_label_studio_export(store: Store) -> None:
         store.export_project(999)
 
 
+def test_a_label_studio_export_imports_its_annotations_but_not_the_skipped_ones(
+    store: Store,
+) -> None:
+    project = store.create_project("from-ls")
+    exported = [
+        {
+            "id": 300,
+            "data": {"text": "Aspirin at night."},
+            "annotations": [
+                {"id": 1, "result": [span(0, 7, "DRUG")], "was_cancelled": False},
+                {"id": 2, "result": [], "was_cancelled": True},
+            ],
+        }
+    ]
+    added = store.import_tasks(project.id, io.StringIO(json.dumps(exported)), "json")
+    [completion] = store.completions_for_task(added.first_id)
+    assert completion.result == [span(0, 7, "DRUG")]
+
+
 def test_export_pages_through_a_large_project(store: Store) -> None:
     project_id, task_ids = project_with_tasks(store, 1200)
     store.add_predictions([prediction(t, []) for t in task_ids[::100]])
