@@ -101,6 +101,11 @@ def ensure_free(host: str, port: int, what: str, option: str) -> None:
             raise ClusterError(f"cannot listen on {host}:{port} ({what}): {exc.strerror}") from None
 
 
+WORKER_PORTS = range(10002, 20000)
+"""The ports `ray start` gives its workers (its default `--min-worker-port` to
+`--max-worker-port`), which it refuses for its own listeners."""
+
+
 @dataclass(frozen=True)
 class HeadPorts:
     """The fixed ports of a local head (its other ports Ray picks free by itself)."""
@@ -121,6 +126,12 @@ class HeadPorts:
             if port in taken:
                 raise ClusterError(f"port {port} is both {taken[port]} and {what}: change {option}")
             taken[port] = what
+            if port in WORKER_PORTS:
+                raise ClusterError(
+                    f"port {port} ({what}) is among the ports Ray gives its workers "
+                    f"({WORKER_PORTS.start} to {WORKER_PORTS.stop - 1}); choose another with "
+                    f"{option}"
+                )
             ensure_free("0.0.0.0", port, what, option)  # Ray listens on every interface
 
 

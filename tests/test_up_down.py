@@ -151,6 +151,12 @@ def test_up_on_a_taken_port_refuses_at_once_and_starts_nothing(tmp_path: Path) -
         )
         assert naming_port(gcs) == []
         assert not (home / "ray-head.json").exists()
+    workers = preannotate(home, "up", *up_options(api, gcs), "--ray-client-server-port", "11101")
+    assert (workers.returncode, workers.stderr) == (
+        2,
+        "error: port 11101 (Ray's client server port) is among the ports Ray gives its "
+        "workers (10002 to 19999); choose another with --ray-client-server-port\n",
+    )
     nothing = preannotate(home, "down")
     assert nothing.returncode == 2
     assert error_lines(nothing.stderr) == [
