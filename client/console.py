@@ -58,6 +58,8 @@ def user_errors() -> Iterator[None]:
         for problem in exc.problems:
             error(problem)
         raise typer.Exit(USER_ERROR) from None
+    except BrokenPipeError:  # stdout's reader went away: `ReportingGroup` ends quietly
+        raise
     except (HubError, StoreError, ClusterError, OSError) as exc:
         error(str(exc))
         raise typer.Exit(USER_ERROR) from None

@@ -36,6 +36,7 @@ from preannotate.client.api import TOKEN_ENV, URL_ENV, ApiError, Client, Json, j
 from preannotate.client.console import USER_ERROR, err, error, out, user_errors
 from preannotate.client.inputs import OutputFormat, checked_input, run_input
 from preannotate.configs.project import load_project_config
+from preannotate.configs.textfiles import existing_file, output_file
 
 EXIT_INTERRUPTED = 130
 """What a shell reports for a command stopped with Ctrl-C."""
@@ -198,6 +199,7 @@ def tasks_import(
 ) -> None:
     """Add the tasks of a file to a project; a bad file imports nothing."""
     with connected(url, token) as client:
+        file = existing_file(file, "tasks file")
         project_id = client.resolve_project(project)
         imported = client.import_tasks(project_id, file)
     ids = f" (ids {imported['first_id']}..{imported['last_id']})" if imported["count"] else ""
@@ -285,7 +287,11 @@ def users_rotate_token(
 
 @members_app.command("set")
 def members_set(
-    project: ProjectRef, user_id: UserId, role: Role, url: Url = None, token: Token = None
+    project: ProjectRef,
+    user_id: UserId,
+    role: Annotated[Role, typer.Argument(case_sensitive=False)],
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Give a user a role in a project (replacing the one it had)."""
     with connected(url, token) as client:
@@ -731,6 +737,7 @@ def export(
     """Export a project's tasks with their predictions and completions as one JSON file."""
     with connected(url, token) as client:
         project_id = client.resolve_project(project)
-        path = out_file or Path(f"{client.project(project_id)['name']}-{fmt.value}.json")
+        default = Path(f"{client.project(project_id)['name']}-{fmt.value}.json")
+        path = output_file(out_file or default)
         size = client.export(project_id, fmt.value, path)
     _say(f"wrote {size} bytes to {path}")

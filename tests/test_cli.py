@@ -119,6 +119,22 @@ def test_a_command_piped_into_head_ends_without_a_word(tmp_path: Path) -> None:
     assert len(shown.stdout.splitlines()) == 30 and stderr.read_text() == ""
 
 
+def test_annotate_piped_into_head_ends_without_a_word(tmp_path: Path) -> None:
+    """`preannotate annotate ... | head -1`: more predictions than the pipe holds, and the
+    command stops quietly with status 1 once `head` has left."""
+    tasks = tmp_path / "tasks.jsonl"
+    line = json.dumps({"text": "Angela Merkel met Tim Cook in Paris on Monday. " * 20})
+    tasks.write_text((line + "\n") * 40)  # about 400 KB of predictions
+    stderr, code = tmp_path / "stderr", tmp_path / "code"
+    pipeline = (
+        f"{PREANNOTATE} annotate --config {NEWS / 'project.json'} --tasks {tasks} "
+        f"2>{stderr} | head -1; echo ${{PIPESTATUS[0]}} > {code}"
+    )
+    shown = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, check=True)
+    assert len(shown.stdout.splitlines()) == 1
+    assert "error:" not in stderr.read_text() and code.read_text().strip() == "1"
+
+
 def test_down_without_up_and_up_with_a_bad_license(tmp_path: Path) -> None:
     result = runner.invoke(app, ["down"])
     assert result.exit_code == 2 and "`preannotate up` has not run here" in result.stderr

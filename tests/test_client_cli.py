@@ -174,6 +174,11 @@ def test_tasks_import_from_every_format_and_a_bad_file_imports_nothing(
         assert imported.exit_code == 0 and "imported 2 tasks" in imported.stdout, imported.output
     bad = cli("tasks", "import", name, tmp_path / "bad.jsonl")
     assert bad.exit_code == 2 and "line 2" in bad.stderr
+    missing = cli("tasks", "import", name, tmp_path / "missing.jsonl")
+    assert (missing.exit_code, missing.stderr) == (
+        2,
+        f"error: tasks file {tmp_path / 'missing.jsonl'} does not exist\n",
+    )
     texts = [task["data"]["text"] for task in admin.iter_tasks(admin.resolve_project(name))]
     assert len(texts) == NEWS_TASKS + 4 and texts[-4:] == ["One.", "Two.", "Three.", "Four."]
 
@@ -185,6 +190,12 @@ def test_export_defaults_to_a_file_named_after_the_project(
     monkeypatch.chdir(tmp_path)
     exported = cli("export", name, "--format", "label-studio")
     assert exported.exit_code == 0, exported.output
+    folder = cli("export", name, "--out", str(tmp_path))
+    assert (folder.exit_code, folder.stderr) == (
+        2,
+        f"error: output {tmp_path} is a folder; give a file\n",
+    )
+    assert not list(tmp_path.parent.glob("*.part"))
     data = json.loads((tmp_path / f"{name}-label-studio.json").read_text())
     assert [task["predictions"] for task in data] == [[]] * NEWS_TASKS
 
@@ -324,7 +335,7 @@ def test_api_errors_are_reported_as_user_errors(cli: Cli, admin: Client, tmp_pat
     assert made.exit_code == 0, made.output
     user_id = int(re.search(r"created user (\d+)", made.stdout).group(1))
     token = re.search(r"token \(shown only once\): (\S+)", made.stdout).group(1)
-    member = cli("members", "set", name, str(user_id), "annotator")
+    member = cli("members", "set", name, str(user_id), "Annotator")  # as the README writes roles
     assert member.exit_code == 0 and "is annotator of project" in member.stdout
 
     with Client(admin.url, token) as annotator:
