@@ -136,7 +136,7 @@ def not_offered(task_id: int, what: str, label: str) -> str:
     """Why a completion stops a training run: it uses a label (or relation) the project's
     configuration does not offer, e.g. one Label Studio's config has besides."""
     return (
-        f"the completion of task {task_id} uses the {what} '{label}', which the configuration "
-        "does not offer; add it to the project's labeling config to train on it, or take it "
-        "out of that completion"
+        f"the completion of task {task_id} uses the {what} '{label}', which the project's "
+        "configuration does not offer; add it to that configuration's labeling config to "
+        "train on it, or take it out of that completion"
     )

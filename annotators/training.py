@@ -142,12 +142,7 @@ def _classification_data(
             if item.get("from_name") == control.name
             for c in item.get("value", {}).get("choices", [])
         ]
-        problems += [
-            f"the completion of task {task_id} chooses '{c}', which the configuration "
-            "does not offer"
-            for c in chosen
-            if c not in control.choices
-        ]
+        problems += [not_offered(task_id, "choice", c) for c in chosen if c not in control.choices]
         if chosen and isinstance(task.get(key), str):
             data.texts.append(task[key])
             data.gold.append(chosen)

@@ -198,8 +198,9 @@ def tasks_import(
     token: Token = None,
 ) -> None:
     """Add the tasks of a file to a project; a bad file imports nothing."""
-    with connected(url, token) as client:
+    with user_errors():
         file = existing_file(file, "tasks file")
+    with connected(url, token) as client:
         project_id = client.resolve_project(project)
         imported = client.import_tasks(project_id, file)
     ids = f" (ids {imported['first_id']}..{imported['last_id']})" if imported["count"] else ""
@@ -737,7 +738,8 @@ def export(
     """Export a project's tasks with their predictions and completions as one JSON file."""
     with connected(url, token) as client:
         project_id = client.resolve_project(project)
-        default = Path(f"{client.project(project_id)['name']}-{fmt.value}.json")
-        path = output_file(out_file or default)
+        path = output_file(
+            out_file or Path(f"{client.project(project_id)['name']}-{fmt.value}.json")
+        )
         size = client.export(project_id, fmt.value, path)
     _say(f"wrote {size} bytes to {path}")

@@ -122,17 +122,21 @@ class HeadPorts:
             (self.client_server, "Ray's client server port", "--ray-client-server-port"),
         ]
         taken = {api_port: "the API's HTTP port"}
+        _outside_worker_ports(api_port, taken[api_port], "--port")  # workers would take it
         for port, what, option in uses:
             if port in taken:
                 raise ClusterError(f"port {port} is both {taken[port]} and {what}: change {option}")
             taken[port] = what
-            if port in WORKER_PORTS:
-                raise ClusterError(
-                    f"port {port} ({what}) is among the ports Ray gives its workers "
-                    f"({WORKER_PORTS.start} to {WORKER_PORTS.stop - 1}); choose another with "
-                    f"{option}"
-                )
+            _outside_worker_ports(port, what, option)
             ensure_free("0.0.0.0", port, what, option)  # Ray listens on every interface
+
+
+def _outside_worker_ports(port: int, what: str, option: str) -> None:
+    if port in WORKER_PORTS:
+        raise ClusterError(
+            f"port {port} ({what}) is among the ports Ray gives its workers "
+            f"({WORKER_PORTS.start} to {WORKER_PORTS.stop - 1}); choose another with {option}"
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class LocalHead:
     pid: int
     started_at: float
     port: int
+    auth_mode: str = "disabled"
+    """Ray's token authentication on it (`RAY_AUTH_MODE`: "token" or "disabled"), which
+    whoever joins it must use too."""
 
     @property
     def address(self) -> str:
@@ -176,6 +183,17 @@ class LocalHead:
             psutil.wait_procs(alive, timeout=5)
         _record_file().unlink(missing_ok=True)
         return len(family)
+
+
+def head_auth_mode() -> str:
+    """The token authentication a head started here gets, decided once, as `ray start`
+    decides it: `RAY_AUTH_MODE`, else "token" where this user has a token (`RAY_AUTH_TOKEN`,
+    `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`, as Ray looks for one), else "disabled"."""
+    if mode := os.environ.get("RAY_AUTH_MODE"):
+        return mode
+    paths = [os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"]
+    found = os.environ.get("RAY_AUTH_TOKEN") or any(p and Path(p).is_file() for p in paths)
+    return "token" if found else "disabled"
 
 
 def _record_file() -> Path:
@@ -218,7 +236,8 @@ def start_local_head(
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
     # One node has nowhere to move its work to: on SIGTERM, stop at once instead of draining.
-    env = os.environ | {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    auth_mode = head_auth_mode()
+    env = os.environ | {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_AUTH_MODE": auth_mode}
     with log.open("w") as output:
         process = subprocess.Popen(
             command,
@@ -228,7 +247,7 @@ def start_local_head(
             env=env,
             start_new_session=True,  # Ctrl-C in this terminal, or closing it, leaves it be
         )
-    head = LocalHead(process.pid, psutil.Process(process.pid).create_time(), ports.gcs)
+    head = LocalHead(process.pid, psutil.Process(process.pid).create_time(), ports.gcs, auth_mode)
     _record_file().write_text(json.dumps(asdict(head)))
     try:
         _wait_until_ready(process, log)

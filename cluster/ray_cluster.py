@@ -5,18 +5,17 @@ Starting and stopping a local head is `local_head.py`'s, and what `up` did is
 """
 
 import logging
+import os
 import socket
 
 import ray
 from ray._common.utils import reset_ray_address
-from ray._private.authentication.authentication_token_setup import (
-    maybe_enable_token_auth_if_token_available,
-)
 from ray._private.state import available_resources_per_node, total_resources_per_node
 from ray._private.utils import read_ray_address
+from ray._raylet import Config
 
 from preannotate.cluster.capacity import NodeResources
-from preannotate.cluster.local_head import LocalHead
+from preannotate.cluster.local_head import LocalHead, recorded_head
 
 NAMESPACE = "preannotate"
 """Named actors (the scheduler) and Serve apps live in one namespace per installation."""
@@ -31,12 +30,17 @@ def connect(address: str | None) -> str:
     """Join the cluster at `address` ("auto" finds a local head) in our namespace; returns
     its GCS address, as other machines and `ray start --address` name it.
 
-    `ray start` turns Ray's token authentication on where `RAY_AUTH_MODE` is unset and a
-    token exists (`~/.ray/auth_token`), but `ray.init` given an address does not, and is
-    then refused: it is turned on here by the same rule first, so a head that `up`
-    started, or any other on this machine's token, takes this process."""
+    A head that `up` started here is joined with the token authentication it was started
+    with (`LocalHead.auth_mode`), unless `RAY_AUTH_MODE` says otherwise: `ray.init` given
+    an address would not turn it on by itself, and would be refused by a head that has it."""
     if not ray.is_initialized():
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        head = recorded_head()
+        ours = head is not None and (
+            address in (None, "auto") or address.rsplit(":", 1)[-1] == str(head.port)
+        )
+        if ours and "RAY_AUTH_MODE" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = head.auth_mode
+            Config.initialize("")  # Ray read its settings when imported: read them again
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING

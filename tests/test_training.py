@@ -139,8 +139,9 @@ def test_too_few_completions_and_unknown_labels_fail_before_any_work() -> None:
     )
     with pytest.raises(
         ConfigError,
-        match="task 4 uses the label 'ALLERGY', which the configuration does not offer; add "
-        "it to the project's labeling config to train on it, or take it out of that completion",
+        match="task 4 uses the label 'ALLERGY', which the project's configuration does not "
+        "offer; add it to that configuration's labeling config to train on it, or take it out "
+        "of that completion",
     ):
         training_data(spec, LABELING, rows)
     with pytest.raises(ConfigError, match="exactly one <Choices> control"):
