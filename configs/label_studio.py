@@ -55,7 +55,7 @@ def _controls(config: LabelingConfig, rule_labels: Collection[str]) -> list[_Con
                 for lab in c.labels
                 if not lab.assertion and (lab.model or lab.prompt or lab.value in rule_labels)
             ),
-            c.kind == "labels",
+            True,  # the text pipeline reads every `<Labels>`' text, the visual every image
         )
         for c in config.labels
     ]
@@ -89,6 +89,9 @@ class SchemaMatch:
     """Server task field -> Label Studio task field, for every object a control is on."""
     read: dict[str, str] = field(default_factory=dict)
     """The part of `fields` the server's pipeline reads: what a task must have."""
+    documents: set[str] = field(default_factory=set)
+    """The server fields of `read` that hold a scan or PDF (a reference, or a list of
+    pages), not text."""
     problems: list[str] = field(default_factory=list)
 
     def to_label_studio(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +110,10 @@ class SchemaMatch:
         out = {}
         for ours, theirs in self.read.items():
             value = data.get(theirs)
-            if not isinstance(value, str) or not value.strip():
+            if ours in self.documents:
+                if not (isinstance(value, list) and value) and not _filled(value):
+                    raise ValueError(f"the task has no image or PDF reference in data.{theirs}")
+            elif not _filled(value):
                 raise ValueError(f"the task has no text in data.{theirs}")
             out[ours] = value
         return out
@@ -118,6 +124,10 @@ class SchemaMatch:
         return dict(data) | {
             ours: data[theirs] for ours, theirs in self.fields.items() if theirs in data
         }
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _renamed(
@@ -181,6 +191,8 @@ def match(
         result.fields[obj.value] = key
         if control.read:
             result.read[obj.value] = key
+            if obj.kind == "image":
+                result.documents.add(obj.value)
     return result
 
 

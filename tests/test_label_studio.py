@@ -467,6 +467,21 @@ def test_controls_a_prompt_fills_are_paired_and_checked_like_a_models() -> None:
         pairing.server_data({"content": "   "})
 
 
+def test_a_visual_pairing_sends_the_document_reference() -> None:
+    """The visual pipeline reads the `<Image>` a `<RectangleLabels>` is on: `/predict`
+    sends its reference (a file, or a list of pages) under the server's field name."""
+    ours = parse_labeling_config((EXAMPLES / "visual" / "config.xml").read_text())
+    theirs = parse_labeling_config(
+        (EXAMPLES / "visual" / "config.xml").read_text().replace('"$image"', '"$scan"')
+    )
+    pairing = match(ours, theirs)
+    assert pairing.read == {"image": "scan"}
+    assert pairing.server_data({"scan": "invoice.pdf"}) == {"image": "invoice.pdf"}
+    assert pairing.server_data({"scan": ["p1.png", "p2.png"]}) == {"image": ["p1.png", "p2.png"]}
+    with pytest.raises(ValueError, match="no image or PDF reference in data.scan"):
+        pairing.server_data({"scan": " "})
+
+
 def test_an_annotation_finds_the_task_with_its_document(store: Store) -> None:  # noqa: F811
     news, other = store.create_project("news").id, store.create_project("other").id
     text = "Zoë Müller flew to Zürich on 3 May."
