@@ -22,7 +22,7 @@ ports instead.
 
 import shutil
 
-from preannotate.cluster.local_head import ClusterError, free_port, free_port_block
+from preannotate.cluster.local_head import ClusterError, free_port_block
 
 HAPROXY = "haproxy"
 PYTHON = "python"
@@ -35,6 +35,10 @@ GRPC_PORTS = (26_000, 32_000)
 """Where the replicas' port blocks are looked for: above Ray's worker ports (10002 to
 19999) and below Linux's ephemeral ports (from 32768), which a busy node's outgoing
 connections take by the thousand, so that a whole block is found free."""
+LISTENER_PORTS = (32_000, 32_768)
+"""Where HAProxy's stats and metrics ports and Serve's fallback proxy ports are looked
+for, four together, below the ephemeral ports for the same reason: a port picked there
+could be an outgoing connection's by the time HAProxy binds it."""
 
 
 def default_ingress() -> str:
@@ -56,6 +60,7 @@ def ingress_env(ingress: str) -> dict[str, str]:
         )
     http_ports = free_port_block(REPLICA_PORTS, *HTTP_PORTS)
     grpc_ports = free_port_block(REPLICA_PORTS, *GRPC_PORTS)
+    listeners = free_port_block(4, *LISTENER_PORTS)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_ports),
@@ -63,12 +68,12 @@ def ingress_env(ingress: str) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_ports),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_ports + REPLICA_PORTS - 1),
         "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(listeners),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(listeners + 1),
         # Serve's Python proxy, to which HAProxy falls back while an application has no
         # replica to take a request (the router restarting, a server scaled to zero).
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(listeners + 2),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(listeners + 3),
         # A stopping router replica waits this long for HAProxy to stop sending it requests
         # (Serve's default, 30 s, made every `down` and restart wait half a minute).
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),

@@ -38,7 +38,9 @@ def test_assertion_and_relation_training_fail_before_any_work() -> None:
         training_data(assertion, LABELING, few)
     rows = annotated(ANNOTATED[:20])
     rows[5][2].append({"type": "relation", "from_id": "6-1", "to_id": "6-2", "labels": ["cures"]})
-    with pytest.raises(ConfigError, match="task 6 uses the relation 'cures', which the config"):
+    with pytest.raises(
+        ConfigError, match="task 6 uses the relation 'cures', which the project's configuration"
+    ):
         training_data(relation, LABELING, rows)
     plain = parse_labeling_config(
         '<View><Labels name="label" toName="text"><Label value="DRUG"/></Labels>'
