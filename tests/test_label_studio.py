@@ -405,7 +405,7 @@ def test_bad_input_is_a_4xx_that_says_why(backend: Backend) -> None:
             f"{backend.url}/webhook",
             webhook_body("ANNOTATION_CREATED", 9, {"title": "no text"}, []),
             400,
-            "the annotated task: task has no text",
+            "the annotated task: the task has no text in data.review",  # Label Studio's name
         ),
     ]
     for path, body, status, says in cases:

@@ -401,6 +401,10 @@ def store_annotation(
     ours = _project_labeling(ctx, project_id)
     theirs = event.project.label_config if event.project else None
     pairing = _pairing(ours, frozenset(), theirs or ours)
+    try:  # named as Label Studio's task names it, before the store checks it by our names
+        pairing.server_data(task.data)
+    except ValueError as exc:
+        raise InvalidInput(f"the annotated task: {exc}") from None
     completion, created = ctx.store.complete_document(
         project_id,
         pairing.project_data(task.data),
