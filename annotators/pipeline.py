@@ -25,7 +25,7 @@ from preannotate.annotators.runtimes import ModelRuntime, builtin_runtime, load_
 from preannotate.annotators.sentences import Sentences
 from preannotate.annotators.spans import Source, Span, resolve_overlaps
 from preannotate.annotators.zero_shot import prompt_source
-from preannotate.configs.labeling import ChoicesControl, LabelsControl
+from preannotate.configs.labeling import ChoicesControl, LabelsControl, filled
 from preannotate.configs.prompts import ExternalPrompt, zero_shot_model
 from preannotate.hub.catalog import Hub, HubError
 from preannotate.hub.validation import ValidatedConfig
@@ -156,7 +156,7 @@ class Pipeline:
                 values = {}
                 for obj in self.objects:
                     value = data.get(obj.value)
-                    if not isinstance(value, str) or not value.strip():
+                    if not filled(value):
                         raise ValueError(obj.missing())
                     if len(value) > MAX_DOCUMENT_CHARS:
                         raise ValueError(

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from preannotate.configs.labeling import LabelingConfig
+from preannotate.configs.labeling import LabelingConfig, filled
 
 TAGS = {
     "labels": "Labels",
@@ -111,9 +111,9 @@ class SchemaMatch:
         for ours, theirs in self.read.items():
             value = data.get(theirs)
             if ours in self.documents:
-                if not (isinstance(value, list) and value) and not _filled(value):
+                if not (isinstance(value, list) and value) and not filled(value):
                     raise ValueError(f"the task has no image or PDF reference in data.{theirs}")
-            elif not _filled(value):
+            elif not filled(value):
                 raise ValueError(f"the task has no text in data.{theirs}")
             out[ours] = value
         return out
@@ -124,10 +124,6 @@ class SchemaMatch:
         return dict(data) | {
             ours: data[theirs] for ours, theirs in self.fields.items() if theirs in data
         }
-
-
-def _filled(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 def _renamed(

@@ -35,6 +35,11 @@ class ObjectTag(BaseModel):
         return f"the task has no {what} in data.{self.value}"
 
 
+def filled(value: object) -> bool:
+    """Whether a task field holds text (or a reference): a string that is not blank."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 class Label(BaseModel):
     value: str
     model: str | None = None

@@ -8,6 +8,7 @@ directory, or a restart after a crash) it brings back the servers recorded as li
 resumes their unfinished jobs."""
 
 import asyncio
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -213,35 +214,40 @@ class Scheduler:
             ids = None
             total = await asyncio.to_thread(self.store.count_tasks, project_id)
 
-        def admit(server_id: str | None) -> tuple[int, str, int] | None:
-            server = self._server_for(project_id, server_id)
-            if server is None:
-                return None
-            job = self.store.create_job(
-                project_id,
-                JobKind.PREANNOTATE,
-                params={"task_ids": ids, "token_budget": token_budget},
-                server_id=server,
-                total=total,
-            )
-            return job.id, server, self._in_flight(server)
-
-        async def admitted(server_id: str | None) -> int | None:
-            async with self.admitting:  # a delete of the server cancels the job, or came first
-                started = await asyncio.to_thread(admit, server_id)
-                if started is not None:
-                    self._start(*started)
-            return None if started is None else started[0]
-
-        job_id = await admitted(server_id)
+        params = {"task_ids": ids, "token_budget": token_budget}
+        job_id = await self._admit(project_id, server_id, params, total)
         if job_id is None and deploy_if_missing:
-            job_id = await admitted((await self.deploy(project_id))["id"])
+            deployed = (await self.deploy(project_id))["id"]
+            job_id = await self._admit(project_id, deployed, params, total)
         if job_id is None:
             raise DeployRefused(
                 f"no server has project {project_id}'s current configuration; deploy one first "
                 "or ask for deploy_if_missing"
             )
         return job_id
+
+    async def _admit(
+        self, project_id: int, server_id: str | None, params: dict[str, Any], total: int
+    ) -> int | None:
+        """Write and start a bulk job on its server (`_server_for`); None when no server
+        has the project's configuration. Under the admission lock, so a delete of the
+        server cancels the job, or came first."""
+
+        def admit() -> tuple[int, str, int] | None:
+            server = self._server_for(project_id, server_id)
+            if server is None:
+                return None
+            job = self.store.create_job(
+                project_id, JobKind.PREANNOTATE, params=params, server_id=server, total=total
+            )
+            return job.id, server, self._in_flight(server)
+
+        async with self.admitting:
+            started = await asyncio.to_thread(admit)
+            if started is None:
+                return None
+            self._start(*started)
+            return started[0]
 
     def _in_flight(self, server_id: str) -> int:
         """The batches a job on the server keeps in flight (`in_flight_for`); `IN_FLIGHT`
@@ -314,11 +320,9 @@ class Scheduler:
         await asyncio.to_thread(self._end_cancelled, job_id, reason)
 
     def _end_cancelled(self, job_id: int, reason: str) -> None:
-        try:
-            if self.store.get_job(job_id).state in (JobState.QUEUED, JobState.RUNNING):
-                self.store.set_job_state(job_id, JobState.CANCELLED, reason)
-        except InvalidState:  # it ended meanwhile
-            pass
+        """Cancelled, unless the runner recorded it (a no-op) or it ended otherwise."""
+        with suppress(InvalidState):
+            self.store.set_job_state(job_id, JobState.CANCELLED, reason)
 
     async def resume_jobs(self) -> list[int]:
         """Restart the bulk jobs a previous scheduler left unfinished (they skip finished

@@ -1,5 +1,6 @@
 """Projects and their versioned configurations."""
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -100,4 +101,10 @@ def read_document_fields(session: Session, project_id: int) -> DocumentFields:
     record = session.scalar(_latest_config(project_id))
     if record is None:
         return TEXT_OR_DOCUMENT
-    return DocumentFields.read_by(parse_labeling_config(record.config["labeling_config"]))
+    return _document_fields(record.config["labeling_config"])
+
+
+@lru_cache(maxsize=64)
+def _document_fields(xml: str) -> DocumentFields:
+    """A labeling config's document fields, parsed once (pages and imports ask often)."""
+    return DocumentFields.read_by(parse_labeling_config(xml))

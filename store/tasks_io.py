@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from preannotate.configs.labeling import LabelingConfig
+from preannotate.configs.labeling import LabelingConfig, filled
+from preannotate.configs.wording import joined
 from preannotate.store import standard_json
 from preannotate.store.errors import InvalidInput
 from preannotate.store.models import Completion, Prediction, Task
@@ -50,16 +51,12 @@ class DocumentField:
     def holds(self, data: dict[str, Any]) -> bool:
         value = data.get(self.key)
         if self.pages:
-            return isinstance(value, list) and bool(value) and all(map(_filled, value))
-        return _filled(value)
+            return isinstance(value, list) and bool(value) and all(map(filled, value))
+        return filled(value)
 
     def __str__(self) -> str:
         what = "list of pages" if self.pages else "document reference" if self.reference else "text"
         return f"{what} in '{self.key}'"
-
-
-def _filled(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,6 @@ class DocumentFields:
         return [{field.key for field in choice} for choice in self.choices]
 
 
-def _joined(items: list[str], last: str) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
-
-
 TEXT_OR_DOCUMENT = DocumentFields(
     (
         (DocumentField("text"),),
@@ -115,7 +108,7 @@ TEXT_OR_DOCUMENT = DocumentFields(
 
 
 TaskSource = str | os.PathLike[str] | IO[str]
-Reader = Callable[[IO[str], str, "DocumentFields"], Iterator[dict[str, Any]]]
+Reader = Callable[[IO[str], str, DocumentFields], Iterator[dict[str, Any]]]
 
 _TEXT: dict[str, Any] = {"encoding": "utf-8-sig", "errors": "surrogateescape", "newline": ""}
 """How task files are decoded: BOM-tolerant, as spreadsheets write one; a byte that is not
@@ -247,13 +240,13 @@ def _read_csv(stream: IO[str], name: str, fields: DocumentFields) -> Iterator[di
                 f"{name} line {reader.line_num}: the header is not UTF-8 text (byte "
                 f"0x{byte:02x}); save the file as UTF-8"
             )
-        given = set(columns or [])
-        if not any(keys <= given for keys in fields.columns()):
-            lacking = [sorted(keys - given) for keys in fields.columns()]
+        given, wanted = set(columns or []), fields.columns()
+        if not any(keys <= given for keys in wanted):
+            lacking = [sorted(keys - given) for keys in wanted]
             named = (
                 " and ".join(f"'{key}'" for key in lacking[0])
                 if len(lacking) == 1
-                else _joined([f"'{keys[0]}'" for keys in lacking], "or")
+                else joined([f"'{keys[0]}'" for keys in lacking], "or")
             )
             raise InvalidInput(f"{name}: no {named} column (columns: {', '.join(columns or [])})")
         for position, row in enumerate(reader, start=1):

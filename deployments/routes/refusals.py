@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from preannotate.configs.wording import joined
 from preannotate.deployments.access_cache import may_use
 from preannotate.deployments.routes.context import Context, caller_roles
 from preannotate.deployments.routes.servers import may_control
@@ -68,17 +69,12 @@ def _advice(together: bool, mine: list[str], named: list[str], hidden: int) -> s
         return f"Delete one of these servers on the Clusters page to free it: {', '.join(mine)}."
     unnamed = [] if not hidden else [OTHERS["server"] if hidden == 1 else _others(hidden)]
     servers = (mine if together else []) + named
-    listed = _joined(servers + unnamed, "and")
+    listed = joined(servers + unnamed, "and")
     who = "servers you may not delete are deleted by their projects' managers or an admin"
     if together:
         return f"Deleting {listed} together would free it; {who}."
     any_of = "" if len(named) + hidden == 1 else "any one of "
     return f"Deleting {any_of}{listed} would free it; {who}."
-
-
-def _joined(items: list[str], last: str) -> str:
-    """ "a, b or c"."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
 def _others(count: int) -> str:
