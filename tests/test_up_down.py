@@ -53,13 +53,17 @@ for _ in sys.stdin:
 """A notebook's own Ray (`ray.init()`): it answers each line on stdin by running a task."""
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` different ports nobody listens on now."""
+def free_ports(count: int, *taken: int) -> list[int]:
+    """`count` different ports nobody listens on now, none of `taken` (ports picked
+    earlier, which the system may hand out again once they were let go)."""
+    found: list[int] = []
     with ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
+        while len(found) < count:
+            sock = held.enter_context(socket.socket())
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+            if (port := sock.getsockname()[1]) not in taken:
+                found.append(port)
+    return found
 
 
 def preannotate(
@@ -80,7 +84,7 @@ def preannotate(
 
 
 def up_options(api: int, gcs: int) -> list[str]:
-    dashboard, client_server = free_ports(2)
+    dashboard, client_server = free_ports(2, api, gcs)
     return [
         "--port",
         str(api),
@@ -248,7 +252,7 @@ def two_replica_server(admin: Client, worker: subprocess.Popen, log: Path) -> st
 
 def head_options(api: int, gcs: int) -> list[str]:
     """A 1-CPU head on free ports."""
-    dashboard, client_server = free_ports(2)
+    dashboard, client_server = free_ports(2, api, gcs)
     return [
         *("--port", str(api), "--ray-port", str(gcs), "--dashboard-port", str(dashboard)),
         *("--ray-client-server-port", str(client_server), "--num-cpus", "1"),
